@@ -1,0 +1,124 @@
+"""Shapes of every DALACE path, paper-default code sizes, TorchScript of the inference network."""
+
+import pytest
+import torch
+from monai.networks.nets import BasicUNet
+
+from custom.networks import (
+    DALACE,
+    AnatomyEncoder,
+    DomainAgnosticSegmenter,
+    ModalityEncoder,
+    PairDiscriminator,
+    StyleGenerator,
+)
+
+TINY = dict(base_channels=4, num_res_blocks=1, code_dim=8, mlp_channels=8, disc_channels=4, disc_layers=2)
+
+
+def tiny_unet(num_classes=2):
+    return BasicUNet(spatial_dims=2, in_channels=1, out_channels=num_classes, features=(4, 4, 8, 8, 16, 4))
+
+
+@pytest.fixture
+def tiny_model():
+    torch.manual_seed(0)
+    return DALACE(tiny_unet(), **TINY)
+
+
+def test_every_path_shape(tiny_model):
+    x_ct, x_mr = torch.randn(2, 1, 32, 32), torch.randn(2, 1, 32, 32)
+    paths = tiny_model(x_ct, x_mr)
+    code = (2, 16, 8, 8)  # 4 * 2**2 channels at H/4 x W/4
+    expected = {
+        "a_ct": code, "a_mr": code, "a_ct_rec": code, "a_mr_rec": code,
+        "m_ct": (2, 8), "m_mr": (2, 8), "m_ct_rec": (2, 8), "m_mr_rec": (2, 8),
+        "rec_ct": (2, 1, 32, 32), "rec_mr": (2, 1, 32, 32), "ct2mr": (2, 1, 32, 32), "mr2ct": (2, 1, 32, 32),
+        "agn_ct": (2, 1, 32, 32), "agn_mr": (2, 1, 32, 32), "seg_ct": (2, 2, 32, 32), "seg_mr": (2, 2, 32, 32),
+    }
+    assert {k: tuple(v.shape) for k, v in paths.items()} == expected
+    # images live in the generator's tanh range
+    assert paths["rec_ct"].abs().max() <= 1.0
+    d = tiny_model.image_discriminators["ct"](paths["rec_ct"])
+    assert d.shape[:2] == (2, 1) and d.ndim == 4
+    pd = tiny_model.pair_discriminator(paths["agn_mr"], paths["seg_mr"].softmax(1))
+    assert pd.shape[:2] == (2, 1)
+
+
+def test_paper_default_code_sizes():
+    """A 256x256 slice gives a 1 x 256 x 64 x 64 anatomy code and a 1 x 8 modality code."""
+    x = torch.randn(1, 1, 256, 256)
+    with torch.no_grad():
+        assert AnatomyEncoder().eval()(x).shape == (1, 256, 64, 64)
+        assert ModalityEncoder().eval()(x).shape == (1, 8)
+
+
+def test_modality_code_changes_rendering_and_none_is_neutral():
+    torch.manual_seed(0)
+    gen = StyleGenerator(in_channels=8, mlp_channels=8, num_res_blocks=2).eval()
+    a = torch.randn(1, 8, 8, 8)
+    with torch.no_grad():
+        neutral = gen(a, None)
+        styled_1 = gen(a, torch.randn(1, 8))
+        styled_2 = gen(a, torch.randn(1, 8))
+        # with the MLP's last layer zeroed, any modality code gives exactly the neutral rendering
+        gen.mlp[-1].weight.zero_()
+        gen.mlp[-1].bias.zero_()
+        zero_style = gen(a, torch.randn(1, 8))
+    assert neutral.shape == (1, 1, 32, 32)
+    assert not torch.allclose(styled_1, styled_2)
+    assert not torch.allclose(neutral, styled_1)
+    torch.testing.assert_close(zero_style, neutral)
+
+
+def test_domain_agnostic_image_ignores_modality_encoder(tiny_model):
+    """The agnostic path uses the anatomy encoder and generator only: changing the modality encoder is invisible."""
+    x = torch.randn(1, 1, 32, 32)
+    tiny_model.eval()
+    with torch.no_grad():
+        before = tiny_model.domain_agnostic_image(x, "mr")
+        for p in tiny_model.modality_encoders.parameters():
+            p.add_(1.0)
+        after = tiny_model.domain_agnostic_image(x, "mr")
+    torch.testing.assert_close(before, after)
+
+
+def test_inference_network_matches_composite_and_scripts(tiny_model):
+    x = torch.randn(2, 1, 32, 32)
+    tiny_model.eval()
+    net = tiny_model.inference_network("mr").eval()
+    with torch.no_grad():
+        composite = tiny_model.segmenter(tiny_model.domain_agnostic_image(x, "mr"))
+        eager = net(x)
+        scripted = torch.jit.script(net)(x)
+    torch.testing.assert_close(eager, composite)
+    torch.testing.assert_close(scripted, eager)
+
+
+def test_inference_network_state_dict_loads_into_config_built_network(tiny_model):
+    """What ``models/model.pt`` stores loads strictly into a network built from hyperparameters."""
+    state = tiny_model.inference_network("mr", copy_modules=True).state_dict()
+    fresh = DomainAgnosticSegmenter(tiny_unet(), **{k: TINY[k] for k in ("base_channels", "num_res_blocks", "code_dim", "mlp_channels")})
+    fresh.load_state_dict(state, strict=True)
+    x = torch.randn(1, 1, 32, 32)
+    tiny_model.eval(), fresh.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), tiny_model.inference_network("mr")(x))
+
+
+def test_pair_discriminator_sees_image_and_mask_channels():
+    d = PairDiscriminator(image_channels=1, num_classes=3, channels=4, num_layers=2)
+    assert d(torch.randn(1, 1, 32, 32), torch.rand(1, 3, 32, 32)).shape[:2] == (1, 1)
+    with pytest.raises(RuntimeError):
+        d(torch.randn(1, 1, 32, 32), torch.rand(1, 2, 32, 32))
+
+
+def test_parameter_groups_partition_the_model(tiny_model):
+    groups = tiny_model.parameter_groups()
+    ids = lambda ps: {id(p) for p in ps}  # noqa: E731
+    everything = ids(tiny_model.parameters())
+    assert ids(groups["autoencoder"]) | ids(groups["image_discriminators"]) | ids(groups["pair_discriminator"]) | ids(
+        groups["segmenter"]
+    ) == everything
+    assert ids(groups["anatomy"]) < ids(groups["autoencoder"])
+    assert not ids(groups["segmenter"]) & ids(groups["autoencoder"])
