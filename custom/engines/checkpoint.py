@@ -1,0 +1,134 @@
+"""Checkpoints that are written atomically, so that a crash or a kill never leaves a broken file."""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events
+
+__all__ = ["AtomicCheckpointSaver", "latest_checkpoint", "atomic_save"]
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file in the same folder, then an atomic rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def latest_checkpoint(ckpt_dir: str | os.PathLike, required: bool = False) -> str | None:
+    """The checkpoint of the highest epoch in ``ckpt_dir`` (what ``resume`` loads), or None.
+
+    With ``required``, a missing one is a ``FileNotFoundError`` that names the folder.
+    """
+    found = glob.glob(os.path.join(str(ckpt_dir), "checkpoint_epoch=*.pt"))
+
+    def epoch(f: str) -> int:
+        try:
+            return int(Path(f).stem.split("=")[-1])
+        except ValueError:
+            return -1
+
+    found = [f for f in found if epoch(f) >= 0]
+    if not found and required:
+        raise FileNotFoundError(
+            f"resume=true but there is no checkpoint (checkpoint_epoch=N.pt) in '{os.path.abspath(ckpt_dir)}'; "
+            "start without resume, or point ckpt_dir at the run to continue."
+        )
+    return max(found, key=epoch) if found else None
+
+
+class AtomicCheckpointSaver:
+    """Saves the state_dicts of ``save_dict`` atomically, MONAI ``CheckpointLoader``-compatible.
+
+    MONAI's ``CheckpointSaver`` writes in place (ignite's ``DiskSaver(atomic=False)``): a kill during a
+    save leaves a truncated file. This handler writes to a temporary file and renames it.
+
+    Two uses, as in the model zoo's ``CheckpointSaver``:
+
+    - training state, attached to the trainer: every ``interval`` epochs and at the end (also when
+      training stops early), ``checkpoint_epoch=N.pt`` holding ``{name: state_dict}`` of every
+      object (networks, optimizers, the trainer itself, so that epoch and iteration resume); older
+      ones beyond ``n_saved`` are removed.
+    - one network's weights, ``filename="model.pt"`` with a single-entry ``save_dict``: the bare
+      state_dict, as MONAI tools and MONAI Label load it. Attached to an evaluator with
+      ``key_metric=True`` it saves only when the key metric improved; else every ``interval`` epochs.
+
+    Args:
+        save_dir: folder of the files.
+        save_dict: name -> object with ``state_dict()``.
+        filename: fixed file name (single-entry ``save_dict`` gives the bare state_dict); None writes
+            ``checkpoint_epoch=N.pt``.
+        interval: save every so many epochs (of the engine it is attached to).
+        n_saved: epoch checkpoints to keep (None keeps all).
+        key_metric: save when the attached evaluator's key metric reached a new best.
+    """
+
+    def __init__(
+        self,
+        save_dir: str,
+        save_dict: dict[str, Any],
+        filename: str | None = None,
+        interval: int = 1,
+        n_saved: int | None = 2,
+        key_metric: bool = False,
+        name: str | None = None,
+    ) -> None:
+        if not save_dict:
+            raise ValueError("AtomicCheckpointSaver needs at least one object to save.")
+        self.save_dir = Path(save_dir)
+        self.save_dict = save_dict
+        self.filename = filename
+        self.interval = max(int(interval), 1)
+        self.n_saved = n_saved
+        self.key_metric = key_metric
+        self.logger = logging.getLogger(name or __name__)
+        self._last_epoch: int | None = None
+
+    def attach(self, engine: Engine) -> None:
+        if self.key_metric:
+            engine.add_event_handler(Events.COMPLETED, self._on_best)
+            return
+        engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self.save)
+        engine.add_event_handler(Events.COMPLETED, self.save)
+
+    def state(self) -> Any:
+        if self.filename is not None and len(self.save_dict) == 1:
+            return next(iter(self.save_dict.values())).state_dict()
+        return {k: v.state_dict() for k, v in self.save_dict.items()}
+
+    def save(self, engine: Engine) -> Path:
+        path = self.save_dir / (self.filename or f"checkpoint_epoch={engine.state.epoch}.pt")
+        if self.filename is None and engine.state.epoch == self._last_epoch:
+            return path  # COMPLETED right after this epoch's save
+        atomic_save(self.state(), path)
+        self._last_epoch = engine.state.epoch
+        self.logger.info(f"saved checkpoint {path}")
+        if self.filename is None and self.n_saved:
+            kept = sorted(
+                glob.glob(str(self.save_dir / "checkpoint_epoch=*.pt")), key=lambda f: int(Path(f).stem.split("=")[-1])
+            )
+            for old in kept[: -self.n_saved]:
+                os.unlink(old)
+        return path
+
+    def _on_best(self, engine: Engine) -> None:
+        if engine.state.best_metric_epoch == engine.state.epoch:
+            self.save(engine)

@@ -1,0 +1,214 @@
+"""The DALACE trainer: the paper's three-part update on one CT batch and one MR batch per iteration."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from monai.engines import Trainer
+from monai.engines.workflow import Workflow
+from torch.optim import Optimizer
+
+from custom.losses import DALACELoss
+from custom.networks import DALACE
+
+__all__ = ["DALACETrainer", "prepare_unpaired_batch"]
+
+
+def prepare_unpaired_batch(batch: dict, device: torch.device | str, non_blocking: bool = False, **kwargs: Any) -> dict:
+    """Moves ``ct_image``, ``ct_label``, ``mr_image`` and, when present, ``mr_label`` to ``device``."""
+    keys = ("ct_image", "ct_label", "mr_image", "mr_label")
+    return {
+        k: torch.as_tensor(batch[k]).to(device=device, non_blocking=non_blocking, **kwargs)
+        for k in keys
+        if k in batch and batch[k] is not None
+    }
+
+
+class DALACETrainer(Trainer):
+    """Adversarial training of :class:`~custom.networks.DALACE` (paper section 3.3).
+
+    Each iteration runs all of Fig. 2 once and then updates, each part with its own Adam:
+
+    1. ``autoencoder`` (encoders and generators): alpha * L_img + beta * L_latent, plus the generator
+       side of the cross-domain game L_cross_adv (DAM, eq. 4-6) when ``use_dam``;
+    2. ``image_discriminators`` (D_CT, D_MR): their side of that game;
+    3. ``segmenter`` (S): L_CE on CT domain-agnostic images (and on MR ones when ``mr_supervised``,
+       the joint-learning task); ``anatomy`` (anatomy encoders and generators, lr 1e-4 in the paper):
+       L_CE too, since its gradient is what keeps anatomy in the domain-agnostic images, plus the
+       generator side of the pair game L_pair_adv (APM, eq. 8) once ``epoch > pair_warmup_epochs``;
+       ``pair_discriminator``: its side of the pair game, on the same schedule.
+
+    All gradients are taken at the same parameters before any optimizer steps (``torch.autograd.grad``
+    restricted to each optimizer's parameters), so no loss leaks into a network it must not update and
+    one forward pass serves every part. With ``use_apm=False`` (DADR, the paper's ablation) the
+    segmenter learns from detached domain-agnostic images and there is no pair game.
+
+    Under DDP (``torch.distributed`` initialised) gradients are averaged over processes explicitly,
+    which is why the model is not wrapped in ``DistributedDataParallel``.
+
+    Args:
+        device: where to train.
+        max_epochs: epochs to run (2600 in the paper).
+        train_data_loader: yields dicts with ``ct_image``, ``ct_label``, ``mr_image`` (and ``mr_label``).
+        network: the DALACE composite.
+        optimizers: dict with the keys ``autoencoder``, ``image_discriminators``, ``segmenter``,
+            ``anatomy`` and ``pair_discriminator`` (those not used by the chosen variant may be absent).
+        loss: the loss terms and their weights.
+        pair_warmup_epochs: epochs during which L_pair_adv is not optimised (600 in the paper).
+        use_dam, use_apm: the paper's ablations (Table 4).
+        mr_supervised: also learn L_CE from MR labels (joint learning, Table 3).
+        epoch_length: iterations per epoch (default: the loader's length).
+        amp: automatic mixed precision (CUDA); ``amp_dtype`` float16 uses a gradient scaler.
+        train_handlers: MONAI/Ignite handlers.
+    """
+
+    def __init__(
+        self,
+        device: torch.device | str,
+        max_epochs: int,
+        train_data_loader: Iterable,
+        network: DALACE,
+        optimizers: dict[str, Optimizer],
+        loss: DALACELoss,
+        pair_warmup_epochs: int = 600,
+        use_dam: bool = True,
+        use_apm: bool = True,
+        mr_supervised: bool = False,
+        epoch_length: int | None = None,
+        non_blocking: bool = False,
+        prepare_batch: Callable = prepare_unpaired_batch,
+        train_handlers: Sequence | None = None,
+        amp: bool = False,
+        amp_dtype: torch.dtype | str = torch.bfloat16,
+        event_names: list | None = None,
+        event_to_attr: dict | None = None,
+    ) -> None:
+        super().__init__(
+            device=device,
+            max_epochs=max_epochs,
+            data_loader=train_data_loader,
+            epoch_length=epoch_length,
+            non_blocking=non_blocking,
+            prepare_batch=prepare_batch,
+            handlers=train_handlers,
+            amp=amp,
+            event_names=event_names,
+            event_to_attr=event_to_attr,
+            decollate=False,
+        )
+        self.network = network
+        self.optimizers = optimizers
+        self.loss = loss
+        self.pair_warmup_epochs = pair_warmup_epochs
+        self.use_dam, self.use_apm, self.mr_supervised = use_dam, use_apm, mr_supervised
+        self.amp_dtype = getattr(torch, amp_dtype) if isinstance(amp_dtype, str) else amp_dtype
+        required = {"autoencoder", "segmenter"} | ({"image_discriminators"} if use_dam else set())
+        required |= {"anatomy", "pair_discriminator"} if use_apm else set()
+        missing = required - set(optimizers)
+        if missing:
+            raise ValueError(f"DALACETrainer needs optimizers for {sorted(missing)}; got {sorted(optimizers)}.")
+
+    # --------------------------------------------------------------------------------- schedule
+    def pair_game_active(self, epoch: int) -> bool:
+        """The APM's pair game starts after ``pair_warmup_epochs`` epochs (epochs count from 1)."""
+        return self.use_apm and epoch > self.pair_warmup_epochs
+
+    def run(self) -> None:  # type: ignore[override]
+        """Runs training; a gradient scaler only for float16 autocast (bfloat16 needs none)."""
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp and self.amp_dtype == torch.float16 else None
+        Workflow.run(self)
+
+    # -------------------------------------------------------------------------------- iteration
+    def _iteration(self, engine: DALACETrainer, batchdata: dict) -> dict[str, float]:
+        batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking)
+        x_ct, y_ct, x_mr = batch["ct_image"], batch["ct_label"], batch["mr_image"]
+        model, loss = engine.network, engine.loss
+        model.train()
+        autocast = (
+            torch.autocast(device_type=torch.device(engine.state.device).type, dtype=engine.amp_dtype)
+            if engine.amp
+            else nullcontext()
+        )
+        with autocast:
+            paths = model(x_ct, x_mr)
+        pair_active = engine.pair_game_active(engine.state.epoch)
+        groups = model.parameter_groups()
+        logs: dict[str, torch.Tensor] = {}
+        updates: list[tuple[str, torch.Tensor]] = []  # (optimizer name, loss to minimise over its parameters)
+
+        # (1) reconstruction + generator side of the cross-domain game
+        recon = loss.reconstruction(paths, x_ct.float(), x_mr.float())
+        logs.update({f"recon/{k}": v for k, v in recon.items()})
+        autoencoder_loss = recon["total"]
+        if engine.use_dam:
+            adv = loss.cross_adversarial_generator(model.image_discriminators, paths)
+            logs.update({f"dam/{k}": v for k, v in adv.items()})
+            autoencoder_loss = autoencoder_loss + adv["total"]
+        updates.append(("autoencoder", autoencoder_loss))
+
+        # (2) D_CT and D_MR
+        if engine.use_dam:
+            disc = loss.cross_adversarial_discriminator(model.image_discriminators, paths, x_ct, x_mr)
+            logs.update({f"dam/{k}": v for k, v in disc.items()})
+            updates.append(("image_discriminators", disc["total"]))
+
+        # (3) segmenter, anatomy preservation and the pair game
+        seg_logits_ct = paths["seg_ct"] if engine.use_apm else model.segmenter(paths["agn_ct"].detach())
+        ce = loss.segmentation(seg_logits_ct.float(), y_ct)
+        logs["apm/ce_ct"] = ce
+        if engine.mr_supervised:
+            if "mr_label" not in batch:
+                raise ValueError("mr_supervised=True (joint learning) but the batch has no 'mr_label'.")
+            seg_logits_mr = paths["seg_mr"] if engine.use_apm else model.segmenter(paths["agn_mr"].detach())
+            logs["apm/ce_mr"] = loss.segmentation(seg_logits_mr.float(), batch["mr_label"])
+            ce = ce + logs["apm/ce_mr"]
+        updates.append(("segmenter", loss.ce_weight * ce))
+        if engine.use_apm:
+            anatomy_loss = loss.ce_weight * ce
+            if pair_active:
+                logs["apm/pair_gen"] = loss.pair_generator(model.pair_discriminator, paths)
+                logs["apm/pair_disc"] = loss.pair_discriminator(model.pair_discriminator, paths)
+                anatomy_loss = anatomy_loss + loss.pair_weight * logs["apm/pair_gen"]
+                updates.append(("pair_discriminator", logs["apm/pair_disc"]))
+            updates.append(("anatomy", anatomy_loss))
+
+        engine._apply(updates, groups)
+        out = {k: float(v.detach()) for k, v in logs.items()}
+        out["loss"] = float(autoencoder_loss.detach() + ce.detach())
+        out["pair_game"] = float(pair_active)
+        return out
+
+    def _apply(self, updates: list[tuple[str, torch.Tensor]], groups: dict[str, list[torch.nn.Parameter]]) -> None:
+        """Takes every update's gradients first, then steps each optimizer with its own."""
+        scaler = self.scaler
+        grads = []
+        for name, value in updates:
+            params = [p for p in groups[name] if p.requires_grad]
+            if not torch.isfinite(value.detach()):
+                raise FloatingPointError(
+                    f"Non-finite '{name}' loss at epoch {self.state.epoch}, iteration {self.state.iteration}."
+                )
+            scaled = scaler.scale(value) if scaler is not None else value
+            g = torch.autograd.grad(scaled, params, retain_graph=True, allow_unused=True)
+            grads.append((name, params, g))
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        for name, params, g in grads:
+            optimizer = self.optimizers[name]
+            optimizer.zero_grad(set_to_none=True)
+            for p, gp in zip(params, g):
+                if gp is not None:
+                    if world > 1:
+                        dist.all_reduce(gp)
+                        gp /= world
+                    p.grad = gp
+            if scaler is not None:
+                scaler.step(optimizer)
+            else:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.update()

@@ -1,0 +1,114 @@
+"""The DALACE trainer: which parameters each optimizer moves, the pair game's warm-up, the ablations."""
+
+import pytest
+import torch
+from ignite.engine import Events
+
+from custom.engines import DALACETrainer
+from custom.losses import DALACELoss
+from custom.networks import DALACE
+from tests.test_networks import TINY, tiny_unet
+
+
+def make(batches=2, mr_label=False, **kwargs):
+    torch.manual_seed(0)
+    net = DALACE(tiny_unet(), **TINY)
+    groups = net.parameter_groups()
+    opts = {k: torch.optim.Adam(v, lr=1e-3) for k, v in groups.items()}
+    data = []
+    for _ in range(batches):
+        item = {
+            "ct_image": torch.rand(2, 1, 32, 32) * 2 - 1,
+            "ct_label": (torch.rand(2, 1, 32, 32) > 0.5).float(),
+            "mr_image": torch.rand(2, 1, 32, 32) * 2 - 1,
+        }
+        if mr_label:
+            item["mr_label"] = (torch.rand(2, 1, 32, 32) > 0.5).float()
+        data.append(item)
+    trainer = DALACETrainer("cpu", kwargs.pop("max_epochs", 1), data, net, opts, DALACELoss(), **kwargs)
+    outputs = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: outputs.append((e.state.epoch, dict(e.state.output))))
+    return trainer, net, opts, outputs
+
+
+def snapshot(net):
+    return {n: p.detach().clone() for n, p in net.named_parameters()}
+
+
+def moved(net, before):
+    return {n for n, p in net.named_parameters() if not torch.equal(p, before[n])}
+
+
+@pytest.mark.parametrize("active", ["autoencoder", "image_discriminators", "segmenter", "anatomy", "pair_discriminator"])
+def test_each_optimizer_moves_only_its_networks(active):
+    """Silence every optimizer but one: only that optimizer's networks may change."""
+    trainer, net, opts, _ = make(batches=1, pair_warmup_epochs=0)
+    for name, opt in opts.items():
+        for g in opt.param_groups:
+            g["lr"] = 1e-2 if name == active else 0.0
+    before = snapshot(net)
+    trainer.run()
+    allowed = {id(p) for p in net.parameter_groups()[active]}
+    names = {n for n, p in net.named_parameters() if id(p) in allowed}
+    changed = moved(net, before)
+    assert changed, f"{active} moved nothing"
+    assert changed <= names, f"{active} moved {sorted(changed - names)[:5]}"
+
+
+def test_pair_game_waits_for_warmup():
+    trainer, net, _, outputs = make(batches=2, max_epochs=3, pair_warmup_epochs=2)
+    before = snapshot(net)
+    pair = {n for n, _ in net.named_parameters() if n.startswith("pair_discriminator")}
+    trainer.state.max_epochs = 2
+    trainer.run()
+    assert not moved(net, before) & pair, "the pair discriminator trained during warm-up"
+    trainer.state.max_epochs = 3
+    trainer.run()  # continues from epoch 2
+    assert moved(net, before) & pair
+    by_epoch = {e: o for e, o in outputs}
+    assert by_epoch[1]["pair_game"] == 0.0 and "apm/pair_gen" not in by_epoch[2]
+    assert by_epoch[3]["pair_game"] == 1.0 and "apm/pair_gen" in by_epoch[3] and "apm/pair_disc" in by_epoch[3]
+
+
+def test_losses_are_finite_and_every_term_is_logged():
+    trainer, _, _, outputs = make(batches=2, pair_warmup_epochs=0)
+    trainer.run()
+    out = outputs[-1][1]
+    for key in ("recon/img_ct", "recon/latent_a_mr", "dam/adv_ct2mr", "dam/d_ct", "apm/ce_ct", "apm/pair_gen", "apm/pair_disc"):
+        assert key in out and torch.isfinite(torch.tensor(out[key]))
+
+
+def test_dadr_ablation_has_no_pair_game_and_cuts_ce_from_the_encoders():
+    trainer, net, opts, outputs = make(batches=1, use_apm=False, pair_warmup_epochs=0)
+    for name, opt in opts.items():
+        for g in opt.param_groups:
+            g["lr"] = 0.0 if name == "autoencoder" else 1e-2
+    before = snapshot(net)
+    trainer.run()
+    changed = moved(net, before)
+    assert not any(n.startswith(("anatomy_encoders", "generators", "pair_discriminator")) for n in changed)
+    assert any(n.startswith("segmenter") for n in changed)
+    assert "apm/pair_gen" not in outputs[0][1]
+
+
+def test_no_dam_ablation_trains_no_image_discriminator():
+    trainer, net, _, outputs = make(batches=1, use_dam=False)
+    before = snapshot(net)
+    trainer.run()
+    assert not any(n.startswith("image_discriminators") for n in moved(net, before))
+    assert not any(k.startswith("dam/") for k in outputs[0][1])
+
+
+def test_joint_learning_uses_mr_labels():
+    trainer, _, _, outputs = make(batches=1, mr_label=True, mr_supervised=True)
+    trainer.run()
+    assert "apm/ce_mr" in outputs[0][1]
+    trainer, *_ = make(batches=1, mr_label=False, mr_supervised=True)
+    with pytest.raises(ValueError, match="mr_label"):
+        trainer.run()
+
+
+def test_missing_optimizer_is_a_clear_error():
+    net = DALACE(tiny_unet(), **TINY)
+    with pytest.raises(ValueError, match="pair_discriminator"):
+        DALACETrainer("cpu", 1, [], net, {"autoencoder": None, "segmenter": None, "image_discriminators": None, "anatomy": None}, DALACELoss())
