@@ -1,14 +1,18 @@
 """MONAI workflows for DALACE: the adversarial trainer, atomic checkpoints, figures."""
 
-from .checkpoint import AtomicCheckpointSaver, atomic_save, latest_checkpoint
+from .checkpoint import AtomicCheckpointSaver, ResumeCheckpointLoader, atomic_save, latest_checkpoint
 from .figures import ImageGridHandler, LossLogger, save_image_grid
-from .trainer import DALACETrainer, prepare_unpaired_batch
+from .trainer import DALACETrainer, MultiOptimizerTrainer, prepare_unpaired_batch
+from .translation import CycleGANTrainer
 
 __all__ = [
     "AtomicCheckpointSaver",
+    "CycleGANTrainer",
     "DALACETrainer",
     "ImageGridHandler",
     "LossLogger",
+    "MultiOptimizerTrainer",
+    "ResumeCheckpointLoader",
     "atomic_save",
     "latest_checkpoint",
     "prepare_unpaired_batch",

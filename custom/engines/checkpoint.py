@@ -11,8 +11,9 @@ from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
+from monai.handlers import CheckpointLoader
 
-__all__ = ["AtomicCheckpointSaver", "latest_checkpoint", "atomic_save"]
+__all__ = ["AtomicCheckpointSaver", "ResumeCheckpointLoader", "latest_checkpoint", "atomic_save"]
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
@@ -79,6 +80,8 @@ class AtomicCheckpointSaver:
         interval: save every so many epochs (of the engine it is attached to).
         n_saved: epoch checkpoints to keep (None keeps all).
         key_metric: save when the attached evaluator's key metric reached a new best.
+        engine_key: also save the engine it is attached to (epoch, iteration) under this name; set by
+            ``attach``, so that a config need not reference the trainer from the trainer's own handlers.
     """
 
     def __init__(
@@ -89,6 +92,7 @@ class AtomicCheckpointSaver:
         interval: int = 1,
         n_saved: int | None = 2,
         key_metric: bool = False,
+        engine_key: str | None = None,
         name: str | None = None,
     ) -> None:
         if not save_dict:
@@ -99,10 +103,13 @@ class AtomicCheckpointSaver:
         self.interval = max(int(interval), 1)
         self.n_saved = n_saved
         self.key_metric = key_metric
+        self.engine_key = engine_key
         self.logger = logging.getLogger(name or __name__)
         self._last_epoch: int | None = None
 
     def attach(self, engine: Engine) -> None:
+        if self.engine_key:
+            self.save_dict = {**self.save_dict, self.engine_key: engine}
         if self.key_metric:
             engine.add_event_handler(Events.COMPLETED, self._on_best)
             return
@@ -132,3 +139,26 @@ class AtomicCheckpointSaver:
     def _on_best(self, engine: Engine) -> None:
         if engine.state.best_metric_epoch == engine.state.epoch:
             self.save(engine)
+
+
+class ResumeCheckpointLoader(CheckpointLoader):
+    """MONAI's ``CheckpointLoader`` (``weights_only=True``) for resuming: it loads the latest
+    ``checkpoint_epoch=N.pt`` of ``ckpt_dir`` into ``load_dict`` and into the engine it is attached to
+    (under ``engine_key``), so that epoch, iteration and every optimizer continue where they stopped.
+
+    A missing checkpoint is a clear error naming the folder, raised when training starts.
+    """
+
+    def __init__(self, ckpt_dir: str, load_dict: dict, engine_key: str = "trainer", **kwargs: Any) -> None:
+        super().__init__(load_path=str(ckpt_dir), load_dict=dict(load_dict), **kwargs)
+        self.ckpt_dir = ckpt_dir
+        self.engine_key = engine_key
+
+    def attach(self, engine: Engine) -> None:
+        self.load_dict[self.engine_key] = engine
+        super().attach(engine)
+
+    def __call__(self, engine: Engine) -> None:
+        self.load_path = latest_checkpoint(self.ckpt_dir, required=True)
+        super().__call__(engine)
+        self.logger.info(f"resumed from {self.load_path} at epoch {engine.state.epoch}, iteration {engine.state.iteration}")

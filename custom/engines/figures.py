@@ -27,8 +27,8 @@ def _pyplot():
 class LossLogger:
     """Epoch means of every loss term: one log line per epoch, ``losses.csv`` and ``losses.png``.
 
-    The trainer's output is a dict of floats (each term separately); this handler averages them over
-    the epoch. The CSV is rewritten whole each epoch, so a resumed run continues the same file.
+    The trainer's output is a dict of floats (each term separately); this handler averages its scalar
+    entries over the epoch. The CSV is rewritten whole each epoch, so a resumed run continues the same file.
 
     Args:
         log_dir: folder of ``losses.csv`` and ``losses.png``.
@@ -56,8 +56,12 @@ class LossLogger:
             self.history = [r for r in rows if r.get("epoch", math.inf) <= engine.state.epoch]
 
     def _accumulate(self, engine: Engine) -> None:
-        for k, v in (engine.state.output or {}).items():
-            self._sums[k] += float(v)
+        output = engine.state.output
+        if not isinstance(output, dict):
+            output = {"loss": output}
+        for k, v in output.items():
+            if isinstance(v, (int, float)) or (isinstance(v, torch.Tensor) and v.numel() == 1):
+                self._sums[k] += float(v)  # scalars only: a supervised trainer's output also holds images
         self._count += 1
 
     def _epoch_completed(self, engine: Engine) -> None:
@@ -122,11 +126,12 @@ def save_image_grid(rows: dict[str, list[np.ndarray]], path: str | Path, title: 
 class ImageGridHandler:
     """Every ``interval`` epochs, the paper's paths on the current batch as a PNG and in TensorBoard.
 
-    Rows: CT and MR inputs, self-reconstructions, modality swaps (CT->MR, MR->CT), domain-agnostic
-    images and the segmenter's liver probability on them, with the CT ground truth.
+    Rows: the CT and MR inputs, the CT ground truth, then every image the network's forward returns
+    (for DALACE: self-reconstructions, modality swaps, re-encodings' sources, domain-agnostic images)
+    and the liver probability of every segmentation it returns.
 
     Args:
-        network: the DALACE composite being trained.
+        network: the composite being trained (DALACE or CycleGAN): ``forward(x_ct, x_mr) -> dict``.
         output_dir: ``figures/epoch_NNNN.png`` goes here (and TensorBoard events, when available).
         interval: epochs between grids.
         max_images: columns (batch items) shown.
@@ -159,19 +164,15 @@ class ImageGridHandler:
         def cols(t: torch.Tensor) -> list[np.ndarray]:
             return [a[0] for a in t.detach().float().cpu().numpy()]
 
-        return {
-            "CT": cols(x_ct),
-            "CT self-reconstruction": cols(p["rec_ct"]),
-            "CT -> MR": cols(p["ct2mr"]),
-            "CT domain-agnostic": cols(p["agn_ct"]),
-            "CT liver probability": cols(p["seg_ct"].softmax(1)[:, 1:2]),
-            "CT ground truth": cols(torch.as_tensor(batch["ct_label"][:n]).float()),
-            "MR": cols(x_mr),
-            "MR self-reconstruction": cols(p["rec_mr"]),
-            "MR -> CT": cols(p["mr2ct"]),
-            "MR domain-agnostic": cols(p["agn_mr"]),
-            "MR liver probability": cols(p["seg_mr"].softmax(1)[:, 1:2]),
-        }
+        rows = {"CT": cols(x_ct), "CT ground truth": cols(torch.as_tensor(batch["ct_label"][:n]).float()), "MR": cols(x_mr)}
+        for key, value in p.items():
+            if value.ndim != 4 or value.shape[-2:] != x_ct.shape[-2:]:
+                continue  # codes, not images
+            if key.startswith("seg"):
+                rows[f"{key} liver probability"] = cols(value.float().softmax(1)[:, 1:2])
+            elif value.shape[1] == 1:
+                rows[key] = cols(value)
+        return rows
 
     def __call__(self, engine: Engine) -> None:
         rows = self.rows(engine.state.batch)

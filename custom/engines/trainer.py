@@ -15,7 +15,7 @@ from torch.optim import Optimizer
 from custom.losses import DALACELoss
 from custom.networks import DALACE
 
-__all__ = ["DALACETrainer", "prepare_unpaired_batch"]
+__all__ = ["DALACETrainer", "MultiOptimizerTrainer", "prepare_unpaired_batch"]
 
 
 def prepare_unpaired_batch(batch: dict, device: torch.device | str, non_blocking: bool = False, **kwargs: Any) -> dict:
@@ -28,42 +28,20 @@ def prepare_unpaired_batch(batch: dict, device: torch.device | str, non_blocking
     }
 
 
-class DALACETrainer(Trainer):
-    """Adversarial training of :class:`~custom.networks.DALACE` (paper section 3.3).
+class MultiOptimizerTrainer(Trainer):
+    """A MONAI ``Trainer`` whose iteration minimises several losses, each over its own parameters.
 
-    Each iteration runs all of Fig. 2 once and then updates, each part with its own Adam:
-
-    1. ``autoencoder`` (encoders and generators): alpha * L_img + beta * L_latent, plus the generator
-       side of the cross-domain game L_cross_adv (DAM, eq. 4-6) when ``use_dam``;
-    2. ``image_discriminators`` (D_CT, D_MR): their side of that game;
-    3. ``segmenter`` (S): L_CE on CT domain-agnostic images (and on MR ones when ``mr_supervised``,
-       the joint-learning task); ``anatomy`` (anatomy encoders and generators, lr 1e-4 in the paper):
-       L_CE too, since its gradient is what keeps anatomy in the domain-agnostic images, plus the
-       generator side of the pair game L_pair_adv (APM, eq. 8) once ``epoch > pair_warmup_epochs``;
-       ``pair_discriminator``: its side of the pair game, on the same schedule.
-
-    All gradients are taken at the same parameters before any optimizer steps (``torch.autograd.grad``
-    restricted to each optimizer's parameters), so no loss leaks into a network it must not update and
-    one forward pass serves every part. With ``use_apm=False`` (DADR, the paper's ablation) the
-    segmenter learns from detached domain-agnostic images and there is no pair game.
-
-    Under DDP (``torch.distributed`` initialised) gradients are averaged over processes explicitly,
-    which is why the model is not wrapped in ``DistributedDataParallel``.
+    Subclasses build ``updates``, pairs of (optimizer name, loss), from one forward pass and call
+    :meth:`apply_updates`: every gradient is taken at the same parameters before any optimizer steps
+    (``torch.autograd.grad`` restricted to that optimizer's parameters), so no loss leaks into a
+    network it must not update, and one forward pass serves every update. Under DDP
+    (``torch.distributed`` initialised) gradients are averaged over processes here, which is why
+    networks are not wrapped in ``DistributedDataParallel``.
 
     Args:
-        device: where to train.
-        max_epochs: epochs to run (2600 in the paper).
-        train_data_loader: yields dicts with ``ct_image``, ``ct_label``, ``mr_image`` (and ``mr_label``).
-        network: the DALACE composite.
-        optimizers: dict with the keys ``autoencoder``, ``image_discriminators``, ``segmenter``,
-            ``anatomy`` and ``pair_discriminator`` (those not used by the chosen variant may be absent).
-        loss: the loss terms and their weights.
-        pair_warmup_epochs: epochs during which L_pair_adv is not optimised (600 in the paper).
-        use_dam, use_apm: the paper's ablations (Table 4).
-        mr_supervised: also learn L_CE from MR labels (joint learning, Table 3).
-        epoch_length: iterations per epoch (default: the loader's length).
-        amp: automatic mixed precision (CUDA); ``amp_dtype`` float16 uses a gradient scaler.
-        train_handlers: MONAI/Ignite handlers.
+        optimizers: name -> optimizer; ``parameter_groups[name]`` are the parameters it updates.
+        amp: autocast on the device; ``amp_dtype`` float16 adds a gradient scaler, bfloat16 needs none.
+        Others as MONAI's ``SupervisedTrainer``.
     """
 
     def __init__(
@@ -71,13 +49,7 @@ class DALACETrainer(Trainer):
         device: torch.device | str,
         max_epochs: int,
         train_data_loader: Iterable,
-        network: DALACE,
         optimizers: dict[str, Optimizer],
-        loss: DALACELoss,
-        pair_warmup_epochs: int = 600,
-        use_dam: bool = True,
-        use_apm: bool = True,
-        mr_supervised: bool = False,
         epoch_length: int | None = None,
         non_blocking: bool = False,
         prepare_batch: Callable = prepare_unpaired_batch,
@@ -100,27 +72,112 @@ class DALACETrainer(Trainer):
             event_to_attr=event_to_attr,
             decollate=False,
         )
-        self.network = network
         self.optimizers = optimizers
-        self.loss = loss
-        self.pair_warmup_epochs = pair_warmup_epochs
-        self.use_dam, self.use_apm, self.mr_supervised = use_dam, use_apm, mr_supervised
         self.amp_dtype = getattr(torch, amp_dtype) if isinstance(amp_dtype, str) else amp_dtype
-        required = {"autoencoder", "segmenter"} | ({"image_discriminators"} if use_dam else set())
-        required |= {"anatomy", "pair_discriminator"} if use_apm else set()
-        missing = required - set(optimizers)
-        if missing:
-            raise ValueError(f"DALACETrainer needs optimizers for {sorted(missing)}; got {sorted(optimizers)}.")
 
-    # --------------------------------------------------------------------------------- schedule
-    def pair_game_active(self, epoch: int) -> bool:
-        """The APM's pair game starts after ``pair_warmup_epochs`` epochs (epochs count from 1)."""
-        return self.use_apm and epoch > self.pair_warmup_epochs
+    def require_optimizers(self, names: set[str]) -> None:
+        missing = names - set(self.optimizers)
+        if missing:
+            raise ValueError(f"{type(self).__name__} needs optimizers for {sorted(missing)}; got {sorted(self.optimizers)}.")
 
     def run(self) -> None:  # type: ignore[override]
         """Runs training; a gradient scaler only for float16 autocast (bfloat16 needs none)."""
         self.scaler = torch.amp.GradScaler("cuda") if self.amp and self.amp_dtype == torch.float16 else None
         Workflow.run(self)
+
+    def autocast(self):
+        if not self.amp:
+            return nullcontext()
+        return torch.autocast(device_type=torch.device(self.state.device).type, dtype=self.amp_dtype)
+
+    def apply_updates(self, updates: list[tuple[str, torch.Tensor]], groups: dict[str, list[torch.nn.Parameter]]) -> None:
+        """Takes every update's gradients first, then steps each optimizer with its own."""
+        scaler = self.scaler
+        grads = []
+        for name, value in updates:
+            params = [p for p in groups[name] if p.requires_grad]
+            if not torch.isfinite(value.detach()):
+                raise FloatingPointError(
+                    f"Non-finite '{name}' loss at epoch {self.state.epoch}, iteration {self.state.iteration}."
+                )
+            scaled = scaler.scale(value) if scaler is not None else value
+            g = torch.autograd.grad(scaled, params, retain_graph=True, allow_unused=True)
+            grads.append((name, params, g))
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        for name, params, g in grads:
+            optimizer = self.optimizers[name]
+            optimizer.zero_grad(set_to_none=True)
+            for p, gp in zip(params, g):
+                if gp is not None:
+                    if world > 1:
+                        dist.all_reduce(gp)
+                        gp /= world
+                    p.grad = gp
+            if scaler is not None:
+                scaler.step(optimizer)
+            else:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.update()
+
+
+class DALACETrainer(MultiOptimizerTrainer):
+    """Adversarial training of :class:`~custom.networks.DALACE` (paper section 3.3).
+
+    Each iteration runs all of Fig. 2 once and then updates, each part with its own Adam:
+
+    1. ``autoencoder`` (encoders and generators): alpha * L_img + beta * L_latent, plus the generator
+       side of the cross-domain game L_cross_adv (DAM, eq. 4-6) when ``use_dam``;
+    2. ``image_discriminators`` (D_CT, D_MR): their side of that game;
+    3. ``segmenter`` (S): L_CE on CT domain-agnostic images (and on MR ones when ``mr_supervised``,
+       the joint-learning task); ``anatomy`` (anatomy encoders and generators, lr 1e-4 in the paper):
+       L_CE too, since its gradient is what keeps anatomy in the domain-agnostic images, plus the
+       generator side of the pair game L_pair_adv (APM, eq. 8) once ``epoch > pair_warmup_epochs``;
+       ``pair_discriminator``: its side of the pair game, on the same schedule.
+
+    With ``use_apm=False`` (DADR, the paper's ablation) the segmenter learns from detached
+    domain-agnostic images and there is no pair game; ``use_dam=False`` drops D_CT and D_MR.
+
+    Args:
+        device: where to train.
+        max_epochs: epochs to run (2600 in the paper).
+        train_data_loader: yields dicts with ``ct_image``, ``ct_label``, ``mr_image`` (and ``mr_label``).
+        network: the DALACE composite.
+        optimizers: the keys of ``DALACE.parameter_groups()`` that the chosen variant uses.
+        loss: the loss terms and their weights.
+        pair_warmup_epochs: epochs during which L_pair_adv is not optimised (600 in the paper).
+        use_dam, use_apm: the paper's ablations (Table 4).
+        mr_supervised: also learn L_CE from MR labels (joint learning, Table 3).
+        kwargs: of :class:`MultiOptimizerTrainer` (``epoch_length``, ``train_handlers``, ``amp``...).
+    """
+
+    def __init__(
+        self,
+        device: torch.device | str,
+        max_epochs: int,
+        train_data_loader: Iterable,
+        network: DALACE,
+        optimizers: dict[str, Optimizer],
+        loss: DALACELoss,
+        pair_warmup_epochs: int = 600,
+        use_dam: bool = True,
+        use_apm: bool = True,
+        mr_supervised: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(device, max_epochs, train_data_loader, optimizers, **kwargs)
+        self.network = network
+        self.loss = loss
+        self.pair_warmup_epochs = pair_warmup_epochs
+        self.use_dam, self.use_apm, self.mr_supervised = use_dam, use_apm, mr_supervised
+        required = {"autoencoder", "segmenter"} | ({"image_discriminators"} if use_dam else set())
+        self.require_optimizers(required | ({"anatomy", "pair_discriminator"} if use_apm else set()))
+
+    # --------------------------------------------------------------------------------- schedule
+    def pair_game_active(self, epoch: int) -> bool:
+        """The APM's pair game starts after ``pair_warmup_epochs`` epochs (epochs count from 1)."""
+        return self.use_apm and epoch > self.pair_warmup_epochs
 
     # -------------------------------------------------------------------------------- iteration
     def _iteration(self, engine: DALACETrainer, batchdata: dict) -> dict[str, float]:
@@ -128,12 +185,7 @@ class DALACETrainer(Trainer):
         x_ct, y_ct, x_mr = batch["ct_image"], batch["ct_label"], batch["mr_image"]
         model, loss = engine.network, engine.loss
         model.train()
-        autocast = (
-            torch.autocast(device_type=torch.device(engine.state.device).type, dtype=engine.amp_dtype)
-            if engine.amp
-            else nullcontext()
-        )
-        with autocast:
+        with engine.autocast():
             paths = model(x_ct, x_mr)
         pair_active = engine.pair_game_active(engine.state.epoch)
         groups = model.parameter_groups()
@@ -176,39 +228,8 @@ class DALACETrainer(Trainer):
                 updates.append(("pair_discriminator", logs["apm/pair_disc"]))
             updates.append(("anatomy", anatomy_loss))
 
-        engine._apply(updates, groups)
+        engine.apply_updates(updates, groups)
         out = {k: float(v.detach()) for k, v in logs.items()}
         out["loss"] = float(autoencoder_loss.detach() + ce.detach())
         out["pair_game"] = float(pair_active)
         return out
-
-    def _apply(self, updates: list[tuple[str, torch.Tensor]], groups: dict[str, list[torch.nn.Parameter]]) -> None:
-        """Takes every update's gradients first, then steps each optimizer with its own."""
-        scaler = self.scaler
-        grads = []
-        for name, value in updates:
-            params = [p for p in groups[name] if p.requires_grad]
-            if not torch.isfinite(value.detach()):
-                raise FloatingPointError(
-                    f"Non-finite '{name}' loss at epoch {self.state.epoch}, iteration {self.state.iteration}."
-                )
-            scaled = scaler.scale(value) if scaler is not None else value
-            g = torch.autograd.grad(scaled, params, retain_graph=True, allow_unused=True)
-            grads.append((name, params, g))
-        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-        for name, params, g in grads:
-            optimizer = self.optimizers[name]
-            optimizer.zero_grad(set_to_none=True)
-            for p, gp in zip(params, g):
-                if gp is not None:
-                    if world > 1:
-                        dist.all_reduce(gp)
-                        gp /= world
-                    p.grad = gp
-            if scaler is not None:
-                scaler.step(optimizer)
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.update()

@@ -4,6 +4,7 @@ from .blocks import AdaptiveInstanceNorm2d, AdaINResBlock, ConvNormAct, ResBlock
 from .discriminators import ImageDiscriminator, PairDiscriminator
 from .encoders import AnatomyEncoder, ModalityEncoder
 from .generator import StyleGenerator
+from .cyclegan import CycleGAN, ImageTranslator
 from .dalace import DALACE, MODALITIES
 from .inference import DomainAgnosticSegmenter
 
@@ -12,9 +13,11 @@ __all__ = [
     "AdaINResBlock",
     "AnatomyEncoder",
     "ConvNormAct",
+    "CycleGAN",
     "DALACE",
     "DomainAgnosticSegmenter",
     "ImageDiscriminator",
+    "ImageTranslator",
     "MODALITIES",
     "ModalityEncoder",
     "PairDiscriminator",

@@ -1,0 +1,118 @@
+"""Pixel-level translation baselines of the paper (CycleGAN and TD-GAN, Tables 1-3).
+
+The translators are CycleGAN's ResNet generator (downsampling convolutions, residual blocks,
+upsampling) built from DALACE's own parts, an anatomy encoder followed by a generator in neutral
+style, so that the comparison changes the method, not the capacity. TD-GAN's test-time network,
+MR -> CT translator -> segmenter, then has the very structure of DALACE's inference network and loads
+into the same ``inference.yaml``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .discriminators import ImageDiscriminator
+from .encoders import AnatomyEncoder
+from .generator import StyleGenerator
+from .inference import DomainAgnosticSegmenter
+
+__all__ = ["ImageTranslator", "CycleGAN"]
+
+
+class ImageTranslator(nn.Module):
+    """Image -> image of the other modality (CycleGAN's generator), no modality code."""
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        base_channels: int = 64,
+        num_downsample: int = 2,
+        num_res_blocks: int = 4,
+        mlp_channels: int = 256,
+    ) -> None:
+        super().__init__()
+        self.anatomy_encoder = AnatomyEncoder(in_channels, base_channels, num_downsample, num_res_blocks)
+        # the generator's style MLP stays unused (neutral style); it is kept so that the state_dict
+        # matches DomainAgnosticSegmenter's
+        self.generator = StyleGenerator(
+            in_channels,
+            base_channels * 2**num_downsample,
+            num_res_blocks=num_res_blocks,
+            num_upsample=num_downsample,
+            mlp_channels=mlp_channels,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.generator(self.anatomy_encoder(x), None)
+
+
+class CycleGAN(nn.Module):
+    """Translators CT->MR and MR->CT, discriminators D_CT and D_MR, and the segmenter S.
+
+    :meth:`forward` returns ``ct2mr, mr2ct`` translations, ``ct_cycle, mr_cycle`` round trips, and the
+    segmenter's logits on real CT (``seg_ct``), on translated CT (``seg_ct2mr``, what CycleGAN's
+    segmenter trains on) and on the CT round trip (``seg_ct_cycle``, TD-GAN's task-driven term).
+
+    Args:
+        segmenter: the U-Net S.
+        base_channels, num_downsample, num_res_blocks, mlp_channels: the translators (as DALACE's).
+        disc_channels, disc_layers, disc_norm: the PatchGAN discriminators.
+    """
+
+    def __init__(
+        self,
+        segmenter: nn.Module,
+        in_channels: int = 1,
+        base_channels: int = 64,
+        num_downsample: int = 2,
+        num_res_blocks: int = 4,
+        mlp_channels: int = 256,
+        disc_channels: int = 64,
+        disc_layers: int = 3,
+        disc_norm: str | tuple = "instance",
+    ) -> None:
+        super().__init__()
+        self.hparams = dict(
+            in_channels=in_channels,
+            base_channels=base_channels,
+            num_downsample=num_downsample,
+            num_res_blocks=num_res_blocks,
+            mlp_channels=mlp_channels,
+        )
+        self.translators = nn.ModuleDict({d: ImageTranslator(**self.hparams) for d in ("ct2mr", "mr2ct")})
+        self.image_discriminators = nn.ModuleDict(
+            {m: ImageDiscriminator(in_channels, disc_channels, disc_layers, disc_norm) for m in ("ct", "mr")}
+        )
+        self.segmenter = segmenter
+
+    def forward(self, x_ct: torch.Tensor, x_mr: torch.Tensor) -> dict[str, torch.Tensor]:
+        ct2mr = self.translators["ct2mr"](x_ct)
+        mr2ct = self.translators["mr2ct"](x_mr)
+        ct_cycle = self.translators["mr2ct"](ct2mr)
+        return {
+            "ct2mr": ct2mr,
+            "mr2ct": mr2ct,
+            "ct_cycle": ct_cycle,
+            "mr_cycle": self.translators["ct2mr"](mr2ct),
+            "seg_ct": self.segmenter(x_ct),
+            "seg_ct2mr": self.segmenter(ct2mr.detach()),
+            "seg_ct_cycle": self.segmenter(ct_cycle),
+        }
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {
+            "translators": list(self.translators.parameters()),
+            "image_discriminators": list(self.image_discriminators.parameters()),
+            "segmenter": list(self.segmenter.parameters()),
+        }
+
+    def inference_network(self, task_driven: bool) -> nn.Module:
+        """CycleGAN segments MR directly (S was trained on CT translated to MR); TD-GAN segments MR
+        translated to CT (S was trained on CT), a :class:`DomainAgnosticSegmenter`-shaped network."""
+        if not task_driven:
+            return self.segmenter
+        mr2ct = self.translators["mr2ct"]
+        return DomainAgnosticSegmenter(
+            self.segmenter, anatomy_encoder=mr2ct.anatomy_encoder, generator=mr2ct.generator, **self.hparams
+        )
