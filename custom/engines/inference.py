@@ -1,0 +1,132 @@
+"""What ``configs/inference.yaml`` needs beyond MONAI: turning its ``input`` into a datalist, and a
+clear error when the trained weights are missing.
+
+``input`` may be one image file (NIfTI, NRRD, MetaImage...), a DICOM series folder, a folder of
+image files or of DICOM series folders, a JSON datalist, or an already built list; every item
+becomes a dict ``{"image": path, ...}`` as MONAI's ``Dataset`` expects.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["IMAGE_SUFFIXES", "list_inputs", "require_file"]
+
+#: file names that are read as one image each (ITK or nibabel); anything else in a folder is taken
+#: to be part of a DICOM series.
+IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+_SKIP = (".json", ".txt", ".md", ".csv", ".zip", ".yaml", ".yml")
+
+
+def _is_image_file(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def _is_dicom_folder(path: Path) -> bool:
+    """A folder holding files that are neither image files nor obvious non-images: a DICOM series."""
+    if not path.is_dir():
+        return False
+    files = [f for f in path.iterdir() if f.is_file() and not f.name.startswith(".")]
+    return bool(files) and not any(_is_image_file(f) or f.name.lower().endswith(_SKIP) for f in files)
+
+
+def _folder_items(folder: Path) -> list[str]:
+    if _is_dicom_folder(folder):
+        return [str(folder)]
+    items = [str(f) for f in sorted(folder.iterdir()) if _is_image_file(f)]
+    items += [str(d) for d in sorted(folder.iterdir()) if _is_dicom_folder(d)]
+    return items
+
+
+def _resolve(item: Any, base_dir: Path | None, keys: Sequence[str]) -> dict:
+    """``item`` (a path or a dict) as a dict whose ``keys`` are absolute paths where they were relative."""
+    d = {"image": item} if isinstance(item, (str, os.PathLike)) else dict(item)
+    for k in keys:
+        v = d.get(k)
+        if isinstance(v, (str, os.PathLike)) and base_dir is not None and not os.path.isabs(v):
+            d[k] = str(base_dir / v)
+        elif isinstance(v, os.PathLike):
+            d[k] = str(v)
+    return d
+
+
+def list_inputs(
+    input: Any,
+    datalist_key: str = "testing",
+    require_label: bool = False,
+    base_dir: str | None = None,
+    path_keys: Sequence[str] = ("image", "label"),
+) -> list[dict]:
+    """The datalist of ``input``: ``[{"image": path, ...}, ...]``.
+
+    Args:
+        input: an image file; a DICOM series folder (a folder whose files are not image files); a
+            folder of image files and/or DICOM series folders (each one case, sorted by name); a JSON
+            datalist (a list of paths or dicts, or a dict of such lists: the project's datalist with
+            ``ct``/``mr``/``mr_test`` lists, see :mod:`custom.data`, or MONAI's decathlon format); or
+            a list/tuple of paths and dicts (or one dict).
+        datalist_key: the list to read from a JSON dict (``"mr"``, ``"mr_test"``, ``"validation"``...).
+            A dict without that key but with exactly one list is read from that list. A top-level
+            ``liver_value`` of the dict is given to the items that have none.
+        require_label: every item must have a ``label`` (evaluation).
+        base_dir: folder that relative paths are relative to (default: the JSON's folder, else as is).
+        path_keys: the item keys that hold paths.
+
+    Raises:
+        FileNotFoundError: ``input`` or an image of the list does not exist.
+        ValueError: an empty datalist, or a missing label where ``require_label``.
+    """
+    base = Path(base_dir) if base_dir else None
+    items: list
+    if isinstance(input, Mapping):
+        items = [input]
+    elif isinstance(input, (list, tuple)):
+        items = list(input)
+    else:
+        path = Path(os.path.expanduser(str(input)))
+        if not path.exists():
+            raise FileNotFoundError(f"inference input {str(path)!r} does not exist.")
+        if path.is_dir():
+            items = _folder_items(path)
+        elif path.name.lower().endswith(".json"):
+            with open(path) as f:
+                content = json.load(f)
+            base = base or path.parent
+            if isinstance(content, Mapping):
+                lists = {k: v for k, v in content.items() if isinstance(v, list)}
+                if datalist_key in lists:
+                    items = lists[datalist_key]
+                elif len(lists) == 1:
+                    items = next(iter(lists.values()))
+                else:
+                    raise ValueError(f"datalist {str(path)!r} has no list {datalist_key!r} (lists: {sorted(lists)}).")
+                if content.get("liver_value") is not None:  # the project's datalist: one value for all items
+                    items = [i if not isinstance(i, Mapping) else {"liver_value": content["liver_value"], **i} for i in items]
+            else:
+                items = list(content)
+        else:
+            items = [str(path)]
+    data = [_resolve(i, base, path_keys) for i in items]
+    if not data:
+        raise ValueError(f"no images found in inference input {input!r}.")
+    for d in data:
+        if "image" not in d:
+            raise ValueError(f"datalist item {d!r} has no 'image'.")
+        if require_label and d.get("label") is None:
+            raise ValueError(f"datalist item {d['image']!r} has no 'label' to evaluate against.")
+        for k in path_keys:
+            if isinstance(d.get(k), str) and not os.path.exists(d[k]):
+                raise FileNotFoundError(f"{k} {d[k]!r} of the datalist does not exist.")
+    return data
+
+
+def require_file(path: str | os.PathLike, what: str = "model checkpoint", hint: str = "") -> str:
+    """``path`` if it is a file, else a ``FileNotFoundError`` naming it (and ``hint``: how to get it)."""
+    if not os.path.isfile(path):
+        msg = f"{what} not found: {os.path.abspath(path)!r}."
+        raise FileNotFoundError(f"{msg} {hint}".strip())
+    return str(path)

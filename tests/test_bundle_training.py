@@ -1,0 +1,128 @@
+"""End to end: every training config of the bundle trains a few iterations on the shipped sample.
+
+The configs are the real ones in ``bundle/configs``; ``tests/configs/tiny.yaml`` only shrinks widths,
+images and epochs. Outputs go to a temporary folder (``output_dir``, ``model_file``).
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from monai.bundle import ConfigWorkflow
+
+from custom.engines import latest_checkpoint
+
+BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
+TINY = str(Path(__file__).resolve().parent / "configs" / "tiny.yaml")
+
+pytestmark = pytest.mark.slow
+
+VARIANTS = {
+    "dalace_da": [],
+    "dal": ["dal.yaml"],
+    "joint": ["joint.yaml"],
+    "dadr": ["dadr.yaml"],
+    "no_dam": ["no_dam.yaml"],
+    "unet_ct": ["unet_ct.yaml"],
+    "unet_mr": ["unet_ct.yaml", "unet_mr.yaml"],
+    "cyclegan": ["cyclegan.yaml"],
+    "tdgan": ["cyclegan.yaml", "tdgan.yaml"],
+}
+
+
+def config_files(variant):
+    return [str(BUNDLE / "configs" / "train.yaml")] + [str(BUNDLE / "configs" / f) for f in VARIANTS[variant]] + [TINY]
+
+
+def overrides(tmp_path, **extra):
+    return {
+        "bundle_root": str(BUNDLE),
+        "output_dir": str(tmp_path / "run"),
+        "model_file": str(tmp_path / "model.pt"),
+        **extra,
+    }
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_variant_trains_and_writes_checkpoint_and_model(variant, tmp_path, monkeypatch):
+    monkeypatch.chdir(BUNDLE)
+    wf = ConfigWorkflow(config_file=config_files(variant), workflow_type="train", **overrides(tmp_path))
+    wf.initialize()
+    assert wf.check_properties() == []
+    wf.run()
+    wf.finalize()
+    ckpt = latest_checkpoint(tmp_path / "run" / "checkpoints")
+    assert ckpt is not None and ckpt.endswith("checkpoint_epoch=2.pt")
+    state = torch.load(ckpt, weights_only=True)
+    assert state["trainer"]["iteration"] == 4 and state["trainer"]["epoch_length"] == 2  # 2 epochs of 2
+    # model.pt is the inference network's bare state_dict, finite
+    weights = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
+    losses = (tmp_path / "run" / "losses.csv").read_text().splitlines()
+    assert len(losses) == 3  # header + 2 epochs
+    for row in losses[1:]:
+        values = [float(v) for v in row.split(",") if v]
+        assert all(map(lambda v: v == v and abs(v) != float("inf"), values))
+
+
+def test_pair_game_starts_after_warmup_in_logged_losses(tmp_path, monkeypatch):
+    monkeypatch.chdir(BUNDLE)
+    wf = ConfigWorkflow(config_file=config_files("dalace_da"), workflow_type="train", **overrides(tmp_path, max_epochs=3, pair_warmup_epochs=2))
+    wf.initialize()
+    wf.run()
+    import csv
+
+    rows = list(csv.DictReader(open(tmp_path / "run" / "losses.csv")))
+    assert [float(r["pair_game"]) for r in rows] == [0.0, 0.0, 1.0]
+    assert rows[0]["apm/pair_gen"] == "" and rows[1]["apm/pair_gen"] == "" and float(rows[2]["apm/pair_gen"]) > 0
+    assert (tmp_path / "run" / "losses.png").stat().st_size > 0
+    assert sorted(p.name for p in (tmp_path / "run" / "figures").iterdir()) == ["epoch_0001.png", "epoch_0002.png", "epoch_0003.png"]
+
+
+def _cli(tmp_path, *args, **overrides_):
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", str(config_files("dalace_da"))]
+    for k, v in {**overrides(tmp_path), **overrides_}.items():
+        cmd += [f"--{k}", str(v)]
+    return cmd + list(args)
+
+
+def test_kill_hard_then_resume_continues_epochs_and_optimizers(tmp_path):
+    """SIGKILL after the first checkpoint; resume=true continues the epoch counter and Adam's state."""
+    ckpt_dir = tmp_path / "run" / "checkpoints"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(_cli(tmp_path, max_epochs=40), cwd=BUNDLE, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while latest_checkpoint(ckpt_dir) is None and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        assert latest_checkpoint(ckpt_dir) is not None, "no checkpoint was written"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    killed_at = latest_checkpoint(ckpt_dir)
+    first = torch.load(killed_at, weights_only=True)  # an atomic write: a complete, loadable file
+    epoch = first["trainer"]["iteration"] // first["trainer"]["epoch_length"]
+    assert 1 <= epoch < 40
+
+    done = subprocess.run(_cli(tmp_path, max_epochs=epoch + 1, resume=True), cwd=BUNDLE, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"resumed from {killed_at}" in done.stdout + done.stderr
+    last = torch.load(latest_checkpoint(ckpt_dir), weights_only=True)
+    assert latest_checkpoint(ckpt_dir).endswith(f"checkpoint_epoch={epoch + 1}.pt")
+    assert last["trainer"]["iteration"] == (epoch + 1) * 2
+    # Adam counts its steps: it went on from the checkpoint's count instead of restarting at 0
+    steps = lambda s: max(float(v["step"]) for v in s["optimizer_autoencoder"]["state"].values())  # noqa: E731
+    assert steps(last) == steps(first) + 2
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
+    done = subprocess.run(_cli(tmp_path, resume=True), cwd=BUNDLE, capture_output=True, text=True)
+    assert done.returncode != 0
+    assert "no checkpoint" in done.stdout + done.stderr and str(tmp_path / "run" / "checkpoints") in done.stdout + done.stderr

@@ -1,0 +1,225 @@
+"""configs/inference.yaml end to end: a randomly initialised tiny network_def, real preprocessing,
+SliceInferer, inversion and saving; the written masks must have the input's shape and affine."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import itk
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser, ConfigWorkflow
+
+import custom.transforms
+from custom.engines.inference import list_inputs
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLE = REPO / "bundle"
+INFERENCE = str(BUNDLE / "configs" / "inference.yaml")
+MR = BUNDLE / "sample_data" / "mr" / "totalseg_mr_sm_image.nii.gz"
+MR_LABEL = BUNDLE / "sample_data" / "mr" / "totalseg_mr_sm_label.nii.gz"
+CT = BUNDLE / "sample_data" / "ct" / "totalseg_ct_sm_image.nii.gz"
+DICOM = BUNDLE / "sample_data" / "dicom" / "dcmqi_ct_3slice"
+
+HAS_SKIMAGE = importlib.util.find_spec("skimage") is not None  # KeepLargestConnectedComponentd on CPU
+HAS_N4 = hasattr(custom.transforms, "N4BiasFieldCorrectiond")
+# a tiny network_def; FAST also coarsens the grid (still resampled: 3 mm -> 4 mm) and the slice window
+TINY = {"width": 4, "num_res_blocks": 1, "code_dim": 2, "segmenter#features": [4, 4, 8, 8, 16, 4], "num_workers": 0}
+FAST = {**TINY, "spacing": [4.0, 4.0, 4.0], "roi_size": [96, 96], "inferer#sw_batch_size": 32}
+
+
+def tiny_checkpoint(path: Path, configs=(INFERENCE,), **overrides) -> Path:
+    """models/model.pt as training writes it: the bare state_dict of a random network_def."""
+    parser = ConfigParser()
+    parser.read_config(list(configs))
+    parser.update({"bundle_root": str(BUNDLE), **TINY, **overrides})
+    torch.manual_seed(0)
+    torch.save(parser.get_parsed_content("network_def").state_dict(), path)
+    return path
+
+
+def run_bundle(configs=(INFERENCE,), **overrides) -> ConfigWorkflow:
+    workflow = ConfigWorkflow(
+        config_file=list(configs), workflow_type="infer", bundle_root=str(BUNDLE), **overrides
+    )
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+    return workflow
+
+
+def itk_affine_ras(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
+    """Shape (x, y, z) and RAS affine of an image as ITK reads it (ITK's physical space is LPS)."""
+    img = itk.imread(str(path))
+    direction = itk.array_from_matrix(img.GetDirection())
+    affine = np.eye(4)
+    affine[:3, :3] = direction @ np.diag(np.asarray(itk.spacing(img), float))
+    affine[:3, 3] = np.asarray(itk.origin(img), float)
+    return tuple(int(s) for s in itk.size(img)), np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
+
+
+def assert_same_grid(out: Path, shape, affine) -> nib.Nifti1Image:
+    img = nib.load(str(out))
+    assert img.shape[:3] == tuple(shape), (out, img.shape, shape)
+    np.testing.assert_allclose(img.affine, affine, atol=1e-4, err_msg=str(out))
+    return img
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    return tiny_checkpoint(tmp_path_factory.mktemp("models") / "model.pt")
+
+
+@pytest.mark.slow
+def test_sample_mr(ckpt, tmp_path):
+    """The sample MR (LPS) with probabilities and the domain-agnostic image too; MONAI Label's extra
+    `image_path` string key must pass through the preprocessing (Spacingd)."""
+    out = tmp_path / "eval"
+    run_bundle(
+        input=[{"image": str(MR), "image_path": str(MR)}],
+        ckpt_path=str(ckpt),
+        output_dir=str(out),
+        bias_correction=HAS_N4,
+        largest_component=HAS_SKIMAGE,
+        **({"n4#num_iterations": 5, "n4#num_fitting_levels": 2} if HAS_N4 else {}),  # a quick N4
+        save_probabilities=True,
+        save_domain_agnostic=True,
+        **FAST,
+    )
+    src = nib.load(str(MR))
+    seg = assert_same_grid(out / "totalseg_mr_sm_image_seg.nii.gz", src.shape, src.affine)
+    assert seg.get_data_dtype() == np.uint8
+    assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1}
+    prob = assert_same_grid(out / "totalseg_mr_sm_image_prob.nii.gz", src.shape, src.affine)
+    p = prob.get_fdata()
+    assert p.shape == (*src.shape, 2)
+    np.testing.assert_allclose(p.sum(-1), 1.0, atol=1e-4)
+    # the mask is the argmax of the written probabilities (up to the optional largest component)
+    if not HAS_SKIMAGE:
+        np.testing.assert_array_equal(np.asarray(seg.dataobj), (p[..., 1] > p[..., 0]).astype(np.uint8))
+    agn = assert_same_grid(out / "totalseg_mr_sm_image_agnostic.nii.gz", src.shape, src.affine)
+    assert np.isfinite(agn.get_fdata()).all() and agn.get_fdata().std() > 0
+
+
+def reoriented(src: nib.Nifti1Image, axcodes: str) -> nib.Nifti1Image:
+    ornt = nib.orientations.ornt_transform(
+        nib.orientations.io_orientation(src.affine), nib.orientations.axcodes2ornt(tuple(axcodes))
+    )
+    out = src.as_reoriented(ornt)
+    assert "".join(nib.aff2axcodes(out.affine)) == axcodes
+    return out
+
+
+@pytest.mark.slow
+def test_orientations_from_a_folder(ckpt, tmp_path):
+    """LPS, RAS and LAS copies of the sample MR, given as a folder: each mask has its input's grid,
+    and all three are the same mask in world space (orientation handled through the affines)."""
+    src = nib.load(str(MR))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for codes in ("LPS", "RAS", "LAS"):
+        nib.save(reoriented(src, codes), str(folder / f"mr_{codes}.nii.gz"))
+    out = tmp_path / "eval"
+    run_bundle(input=str(folder), ckpt_path=str(ckpt), output_dir=str(out), bias_correction=False,
+               largest_component=False, **FAST)
+    masks = {}
+    for codes in ("LPS", "RAS", "LAS"):
+        img = nib.load(str(folder / f"mr_{codes}.nii.gz"))
+        seg = assert_same_grid(out / f"mr_{codes}_seg.nii.gz", img.shape, img.affine)
+        masks[codes] = np.asarray(reoriented(seg, "RAS").dataobj)
+    assert masks["RAS"].any() and not masks["RAS"].all()  # a real, non-trivial prediction
+    np.testing.assert_array_equal(masks["LPS"], masks["RAS"])
+    np.testing.assert_array_equal(masks["LAS"], masks["RAS"])
+
+
+@pytest.mark.slow
+def test_ct_nifti_nrrd_and_dicom_series(ckpt, tmp_path):
+    """CT normalization; NIfTI (RAS), NRRD and a 3-slice DICOM series folder read by ITK."""
+    nrrd = tmp_path / "ct_copy.nrrd"
+    itk.imwrite(itk.imread(str(CT)), str(nrrd))
+    out = tmp_path / "eval"
+    run_bundle(input=[str(CT), str(nrrd), str(DICOM)], modality="ct", ckpt_path=str(ckpt), output_dir=str(out),
+               largest_component=False, **FAST)
+    ct = nib.load(str(CT))
+    assert_same_grid(out / "totalseg_ct_sm_image_seg.nii.gz", ct.shape, ct.affine)
+    shape, affine = itk_affine_ras(nrrd)
+    assert_same_grid(out / "ct_copy_seg.nii.gz", shape, affine)
+    shape, affine = itk_affine_ras(DICOM)
+    assert shape == (512, 512, 3)
+    assert_same_grid(out / "dcmqi_ct_3slice_seg.nii.gz", shape, affine)
+
+
+def test_modality_selects_normalization_and_checkpoint():
+    parser = ConfigParser()
+    parser.read_config(INFERENCE)
+    parser.update({"bundle_root": str(BUNDLE), "bias_correction": False, "modality": "ct"})
+    names = [type(t).__name__ for t in parser.get_parsed_content("preprocessing").transforms]
+    assert "ScaleIntensityRanged" in names and "ScaleIntensityRangePercentilesd" not in names
+    assert parser.get_parsed_content("ckpt_path").endswith("models/model_ct.pt")
+    parser = ConfigParser()
+    parser.read_config(INFERENCE)
+    parser.update({"bundle_root": str(BUNDLE), "bias_correction": False})
+    names = [type(t).__name__ for t in parser.get_parsed_content("preprocessing").transforms]
+    assert "ScaleIntensityRangePercentilesd" in names and "ScaleIntensityRanged" not in names
+    assert "N4BiasFieldCorrectiond" not in names
+    assert parser.get_parsed_content("ckpt_path").endswith("models/model.pt")
+    if HAS_N4:
+        parser["bias_correction"] = True
+        parser.parse()
+        names = [type(t).__name__ for t in parser.get_parsed_content("preprocessing").transforms]
+        assert names.index("Orientationd") < names.index("N4BiasFieldCorrectiond") < names.index("SafeSpacingd")
+
+
+@pytest.mark.slow
+def test_missing_checkpoint_names_the_file(tmp_path):
+    missing = tmp_path / "nowhere" / "model.pt"
+    proc = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.yaml",
+         "--ckpt_path", str(missing), "--output_dir", str(tmp_path / "eval")],
+        cwd=BUNDLE, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode != 0
+    assert f"model checkpoint not found: {str(missing)!r}" in proc.stderr
+    assert not (tmp_path / "eval").exists()
+
+
+def test_list_inputs(tmp_path):
+    assert list_inputs(str(MR)) == [{"image": str(MR)}]
+    assert list_inputs(str(DICOM)) == [{"image": str(DICOM)}]  # a series folder is one case
+    folder = tmp_path / "cases"
+    folder.mkdir()
+    (folder / "b.nii.gz").write_bytes(b"")
+    (folder / "a.nrrd").write_bytes(b"")
+    (folder / "notes.txt").write_text("x")
+    os.symlink(DICOM, folder / "series")
+    assert [d["image"] for d in list_inputs(str(folder))] == [
+        str(folder / "a.nrrd"), str(folder / "b.nii.gz"), str(folder / "series")
+    ]
+    # a decathlon-style JSON, paths relative to it
+    (tmp_path / "mr").mkdir()
+    os.symlink(MR, tmp_path / "mr" / "img.nii.gz")
+    os.symlink(MR_LABEL, tmp_path / "mr" / "lab.nii.gz")
+    (tmp_path / "list.json").write_text(json.dumps(
+        {"training": [], "validation": [{"image": "mr/img.nii.gz", "label": "mr/lab.nii.gz"}]}
+    ))
+    data = list_inputs(str(tmp_path / "list.json"), "validation", require_label=True)
+    assert data == [{"image": str(tmp_path / "mr/img.nii.gz"), "label": str(tmp_path / "mr/lab.nii.gz")}]
+    # the project's datalist (custom.data): one list per modality, a liver value for all items
+    (tmp_path / "project.json").write_text(json.dumps(
+        {"liver_value": 5, "ct": [{"image": "mr/img.nii.gz"}], "mr": [{"image": "mr/img.nii.gz", "label": "mr/lab.nii.gz"}]}
+    ))
+    data = list_inputs(str(tmp_path / "project.json"), "mr", require_label=True)
+    assert data == [{"image": str(tmp_path / "mr/img.nii.gz"), "label": str(tmp_path / "mr/lab.nii.gz"), "liver_value": 5}]
+    with pytest.raises(ValueError, match="no list 'testing'"):
+        list_inputs(str(tmp_path / "project.json"), "testing")
+    with pytest.raises(ValueError, match="has no 'label'"):
+        list_inputs([{"image": str(MR)}], require_label=True)
+    with pytest.raises(FileNotFoundError, match="nope.nii.gz"):
+        list_inputs(str(tmp_path / "nope.nii.gz"))
