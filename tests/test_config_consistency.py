@@ -1,0 +1,42 @@
+"""Training and inference must preprocess alike: the same ids, the same values, the same voxels."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser
+from monai.transforms import Compose
+
+BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
+SHARED_IDS = ["spacing", "roi_size", "ct_window", "mr_percentiles", "bias_correction", "width", "num_res_blocks", "code_dim", "segmenter", "models_dir"]
+
+
+def parser(*files, **overrides):
+    p = ConfigParser()
+    p.read_config([str(BUNDLE / "configs" / f) for f in files])
+    p.update({"bundle_root": str(BUNDLE), **overrides})
+    return p
+
+
+@pytest.mark.parametrize("extra", [[], ["sample.yaml"]])
+def test_shared_ids_have_equal_values(extra):
+    train, infer = parser("train.yaml", *extra), parser("inference.yaml", *extra)
+    for key in SHARED_IDS:
+        assert train.get_parsed_content(key, instantiate=False) is not None
+        assert str(train.get_parsed_content(key, instantiate=False)) == str(infer.get_parsed_content(key, instantiate=False)), key
+    strip = lambda d: {k: v for k, v in d.items() if k != "_disabled_"}  # noqa: E731
+    assert strip(train["n4"]) == strip(infer["n4"])
+
+
+@pytest.mark.parametrize("modality", ["ct", "mr"])
+def test_training_and_inference_preprocess_to_the_same_voxels(modality):
+    files = {"ct": "ct/totalseg_ct_sm_image.nii.gz", "mr": "mr/totalseg_mr_sm_image.nii.gz"}
+    item = {"image": str(BUNDLE / "sample_data" / files[modality])}
+    fast = {"bias_correction": False, "spacing": [4.0, 4.0, 4.0]}  # N4's own settings are compared above
+    train = Compose(parser("train.yaml", **fast).get_parsed_content(f"preprocessing_{modality}"))(dict(item))
+    infer = parser("inference.yaml", modality=modality, **fast).get_parsed_content("preprocessing")(dict(item))
+    assert train["image"].shape == infer["image"].shape
+    np.testing.assert_allclose(torch.as_tensor(train["image"]).numpy(), torch.as_tensor(infer["image"]).numpy(), atol=1e-6)
+    np.testing.assert_allclose(train["image"].affine, infer["image"].affine)
+    assert float(infer["image"].min()) >= -1.0 and float(infer["image"].max()) <= 1.0
