@@ -22,7 +22,10 @@ class UnpairedDataset(Randomizable, Dataset):
 
     Args:
         data: ``{"ct": [...], "mr": [...]}``, lists of datalist items (``image``, ``label``); the
-            bundle property ``train#dataset#data``.
+            bundle property ``train#dataset#data``. A plain list instead is labelled MR (what MONAI
+            Label's training sets ``train#dataset#data`` to: ``[{"image", "label"}, ...]``): it becomes
+            the MR stream and ``ct_data`` the CT stream (joint learning, as ``configs/joint.yaml``).
+        ct_data: labelled CT items for a plain-list ``data`` (ignored when ``data`` is a dict).
         ct_transform, mr_transform: each modality's transform chain, ending in one 2D slice sample
             (a dict, or a one-element list as MONAI's ``num_samples`` croppers return).
         length: items per epoch (default: the larger of the two lists).
@@ -39,7 +42,12 @@ class UnpairedDataset(Randomizable, Dataset):
         cache_rate: float = 1.0,
         num_workers: int | None = 1,
         keys: Sequence[str] = ("image", "label"),
+        ct_data: Sequence[dict] | None = None,
     ) -> None:
+        if isinstance(data, (list, tuple)):  # labelled MR items (MONAI Label), CT from ct_data
+            if any(not isinstance(i, dict) or not i.get("label") for i in data):
+                raise ValueError("UnpairedDataset: a plain list 'data' must be labelled MR items {'image', 'label'}.")
+            data = {"ct": list(ct_data or []), "mr": list(data)}
         missing = [m for m in ("ct", "mr") if not data.get(m)]
         if missing:
             raise ValueError(f"UnpairedDataset needs 'ct' and 'mr' items; empty or missing: {missing}.")

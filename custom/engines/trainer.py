@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from ignite.engine import Events
 from monai.engines import Trainer
 from monai.engines.workflow import Workflow
 from torch.optim import Optimizer
@@ -74,6 +75,18 @@ class MultiOptimizerTrainer(Trainer):
         )
         self.optimizers = optimizers
         self.amp_dtype = getattr(torch, amp_dtype) if isinstance(amp_dtype, str) else amp_dtype
+        self.add_event_handler(Events.STARTED, self._broadcast_from_rank0)
+
+    @staticmethod
+    def world_size() -> int:
+        return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+    def _broadcast_from_rank0(self, engine: MultiOptimizerTrainer) -> None:
+        """Under DDP every process starts from rank 0's weights (seeds may differ per rank)."""
+        network = getattr(engine, "network", None)
+        if self.world_size() > 1 and network is not None:
+            for t in [*network.parameters(), *network.buffers()]:
+                dist.broadcast(t.data, src=0)
 
     def require_optimizers(self, names: set[str]) -> None:
         missing = names - set(self.optimizers)
@@ -103,7 +116,7 @@ class MultiOptimizerTrainer(Trainer):
             scaled = scaler.scale(value) if scaler is not None else value
             g = torch.autograd.grad(scaled, params, retain_graph=True, allow_unused=True)
             grads.append((name, params, g))
-        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        world = self.world_size()
         for name, params, g in grads:
             optimizer = self.optimizers[name]
             optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,28 @@
+"""Datalists for DALACE: the JSON format, its validation, k-fold splits and the items a config trains on.
+
+- :func:`datalist_items`: the items of one modality and role (train/val/all/test) for a bundle config.
+- :func:`validate_datalist`: every file exists, reads, is 3D, finite, 0/1 labelled and aligned with its
+  image; all problems in one :class:`DatalistError`.
+- :func:`datalist_from_folder`, :func:`datalist_from_manifest`, :func:`assign_folds`: writing datalists,
+  also from the command line (``python -m custom.data``).
+
+The format is described in :mod:`custom.data.datalist`.
+"""
+
+from .build import assign_folds, datalist_from_folder, datalist_from_manifest, write_datalist
+from .datalist import datalist_items, read_datalist_json, resolve_items
+from .errors import DatalistError
+from .validation import validate_datalist, validate_items
+
+__all__ = [
+    "DatalistError",
+    "assign_folds",
+    "datalist_from_folder",
+    "datalist_from_manifest",
+    "datalist_items",
+    "read_datalist_json",
+    "resolve_items",
+    "validate_datalist",
+    "validate_items",
+    "write_datalist",
+]

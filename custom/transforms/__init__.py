@@ -1,0 +1,16 @@
+"""MONAI transforms that MONAI lacks, for the DALACE preprocessing chains.
+
+Everything else in the chains (reading, orientation, resampling, normalization, slice sampling,
+augmentation, inversion) is MONAI's own; see the bundle's ``configs/train.yaml`` and ``inference.yaml``.
+
+- :class:`N4BiasFieldCorrectiond`: MR bias-field correction with ITK's N4, fitted on a shrunk copy and
+  applied at full resolution.
+- :class:`LiverLabeld`: binary liver mask from a label map whose liver value is declared in the datalist.
+- :class:`SafeSpacingd`: ``Spacingd`` that tolerates MONAI Label's ``image_path`` string key.
+"""
+
+from .labels import LiverLabeld
+from .n4 import N4BiasFieldCorrection, N4BiasFieldCorrectiond, otsu_threshold
+from .spacing import SafeSpacingd
+
+__all__ = ["LiverLabeld", "N4BiasFieldCorrection", "N4BiasFieldCorrectiond", "SafeSpacingd", "otsu_threshold"]
