@@ -43,7 +43,7 @@ def overrides(tmp_path, **extra):
     return {
         "bundle_root": str(BUNDLE),
         "output_dir": str(tmp_path / "run"),
-        "model_file": str(tmp_path / "model.pt"),
+        "models_dir": str(tmp_path),
         **extra,
     }
 

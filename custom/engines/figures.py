@@ -78,7 +78,7 @@ class LossLogger:
             writer = csv.DictWriter(f, fieldnames=["epoch", *keys])
             writer.writeheader()
             writer.writerows(self.history)
-        if engine.state.epoch % self.plot_interval == 0 or engine.state.epoch == engine.state.max_epochs:
+        if keys and (engine.state.epoch % self.plot_interval == 0 or engine.state.epoch == engine.state.max_epochs):
             self.plot(keys)
 
     def plot(self, keys: list[str]) -> Path:
