@@ -112,3 +112,17 @@ def test_missing_optimizer_is_a_clear_error():
     net = DALACE(tiny_unet(), **TINY)
     with pytest.raises(ValueError, match="pair_discriminator"):
         DALACETrainer("cpu", 1, [], net, {"autoencoder": None, "segmenter": None, "image_discriminators": None, "anatomy": None}, DALACELoss())
+
+
+@pytest.mark.parametrize("variant", [{}, {"use_apm": False}])
+def test_mixed_precision_runs_the_networks_in_bfloat16(variant):
+    """``amp=True`` autocasts the forward (bfloat16 here, on CPU) while the GAN criteria stay float32."""
+    trainer, net, _, outputs = make(batches=1, pair_warmup_epochs=0, amp=True, **variant)
+    dtypes = []
+    net.anatomy_encoders["ct"].register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+    before = snapshot(net)
+    trainer.run()
+    assert dtypes and all(d == torch.bfloat16 for d in dtypes)
+    assert all(torch.isfinite(torch.tensor(v)) for v in outputs[0][1].values())
+    assert moved(net, before)
+    assert all(p.dtype == torch.float32 for p in net.parameters())  # weights stay float32

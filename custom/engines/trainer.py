@@ -198,48 +198,48 @@ class DALACETrainer(MultiOptimizerTrainer):
         x_ct, y_ct, x_mr = batch["ct_image"], batch["ct_label"], batch["mr_image"]
         model, loss = engine.network, engine.loss
         model.train()
-        with engine.autocast():
+        with engine.autocast():  # the whole forward, losses included (GAN criteria force float32)
             paths = model(x_ct, x_mr)
-        pair_active = engine.pair_game_active(engine.state.epoch)
-        groups = model.parameter_groups()
-        logs: dict[str, torch.Tensor] = {}
-        updates: list[tuple[str, torch.Tensor]] = []  # (optimizer name, loss to minimise over its parameters)
+            pair_active = engine.pair_game_active(engine.state.epoch)
+            groups = model.parameter_groups()
+            logs: dict[str, torch.Tensor] = {}
+            updates: list[tuple[str, torch.Tensor]] = []  # (optimizer name, loss to minimise over its parameters)
 
-        # (1) reconstruction + generator side of the cross-domain game
-        recon = loss.reconstruction(paths, x_ct.float(), x_mr.float())
-        logs.update({f"recon/{k}": v for k, v in recon.items()})
-        autoencoder_loss = recon["total"]
-        if engine.use_dam:
-            adv = loss.cross_adversarial_generator(model.image_discriminators, paths)
-            logs.update({f"dam/{k}": v for k, v in adv.items()})
-            autoencoder_loss = autoencoder_loss + adv["total"]
-        updates.append(("autoencoder", autoencoder_loss))
+            # (1) reconstruction + generator side of the cross-domain game
+            recon = loss.reconstruction(paths, x_ct.float(), x_mr.float())
+            logs.update({f"recon/{k}": v for k, v in recon.items()})
+            autoencoder_loss = recon["total"]
+            if engine.use_dam:
+                adv = loss.cross_adversarial_generator(model.image_discriminators, paths)
+                logs.update({f"dam/{k}": v for k, v in adv.items()})
+                autoencoder_loss = autoencoder_loss + adv["total"]
+            updates.append(("autoencoder", autoencoder_loss))
 
-        # (2) D_CT and D_MR
-        if engine.use_dam:
-            disc = loss.cross_adversarial_discriminator(model.image_discriminators, paths, x_ct, x_mr)
-            logs.update({f"dam/{k}": v for k, v in disc.items()})
-            updates.append(("image_discriminators", disc["total"]))
+            # (2) D_CT and D_MR
+            if engine.use_dam:
+                disc = loss.cross_adversarial_discriminator(model.image_discriminators, paths, x_ct, x_mr)
+                logs.update({f"dam/{k}": v for k, v in disc.items()})
+                updates.append(("image_discriminators", disc["total"]))
 
-        # (3) segmenter, anatomy preservation and the pair game
-        seg_logits_ct = paths["seg_ct"] if engine.use_apm else model.segmenter(paths["agn_ct"].detach())
-        ce = loss.segmentation(seg_logits_ct.float(), y_ct)
-        logs["apm/ce_ct"] = ce
-        if engine.mr_supervised:
-            if "mr_label" not in batch:
-                raise ValueError("mr_supervised=True (joint learning) but the batch has no 'mr_label'.")
-            seg_logits_mr = paths["seg_mr"] if engine.use_apm else model.segmenter(paths["agn_mr"].detach())
-            logs["apm/ce_mr"] = loss.segmentation(seg_logits_mr.float(), batch["mr_label"])
-            ce = ce + logs["apm/ce_mr"]
-        updates.append(("segmenter", loss.ce_weight * ce))
-        if engine.use_apm:
-            anatomy_loss = loss.ce_weight * ce
-            if pair_active:
-                logs["apm/pair_gen"] = loss.pair_generator(model.pair_discriminator, paths)
-                logs["apm/pair_disc"] = loss.pair_discriminator(model.pair_discriminator, paths)
-                anatomy_loss = anatomy_loss + loss.pair_weight * logs["apm/pair_gen"]
-                updates.append(("pair_discriminator", logs["apm/pair_disc"]))
-            updates.append(("anatomy", anatomy_loss))
+            # (3) segmenter, anatomy preservation and the pair game
+            seg_logits_ct = paths["seg_ct"] if engine.use_apm else model.segmenter(paths["agn_ct"].detach())
+            ce = loss.segmentation(seg_logits_ct.float(), y_ct)
+            logs["apm/ce_ct"] = ce
+            if engine.mr_supervised:
+                if "mr_label" not in batch:
+                    raise ValueError("mr_supervised=True (joint learning) but the batch has no 'mr_label'.")
+                seg_logits_mr = paths["seg_mr"] if engine.use_apm else model.segmenter(paths["agn_mr"].detach())
+                logs["apm/ce_mr"] = loss.segmentation(seg_logits_mr.float(), batch["mr_label"])
+                ce = ce + logs["apm/ce_mr"]
+            updates.append(("segmenter", loss.ce_weight * ce))
+            if engine.use_apm:
+                anatomy_loss = loss.ce_weight * ce
+                if pair_active:
+                    logs["apm/pair_gen"] = loss.pair_generator(model.pair_discriminator, paths)
+                    logs["apm/pair_disc"] = loss.pair_discriminator(model.pair_discriminator, paths)
+                    anatomy_loss = anatomy_loss + loss.pair_weight * logs["apm/pair_gen"]
+                    updates.append(("pair_discriminator", logs["apm/pair_disc"]))
+                updates.append(("anatomy", anatomy_loss))
 
         engine.apply_updates(updates, groups)
         out = {k: float(v.detach()) for k, v in logs.items()}

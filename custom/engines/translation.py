@@ -65,29 +65,29 @@ class CycleGANTrainer(MultiOptimizerTrainer):
         net.train()
         with engine.autocast():
             p = net(x_ct, x_mr)
-        logs: dict[str, torch.Tensor] = {}
-        adv = loss.cross_adversarial_generator(net.image_discriminators, p)
-        logs["gan/adv_ct2mr"], logs["gan/adv_mr2ct"] = adv["adv_ct2mr"], adv["adv_mr2ct"]
-        logs["gan/cycle_ct"] = F.l1_loss(p["ct_cycle"].float(), x_ct.float())
-        logs["gan/cycle_mr"] = F.l1_loss(p["mr_cycle"].float(), x_mr.float())
-        translators = adv["total"] + engine.cycle_weight * (logs["gan/cycle_ct"] + logs["gan/cycle_mr"])
-        disc = loss.cross_adversarial_discriminator(net.image_discriminators, p, x_ct, x_mr)
-        logs["gan/d_ct"], logs["gan/d_mr"] = disc["d_ct"], disc["d_mr"]
+            logs: dict[str, torch.Tensor] = {}
+            adv = loss.cross_adversarial_generator(net.image_discriminators, p)
+            logs["gan/adv_ct2mr"], logs["gan/adv_mr2ct"] = adv["adv_ct2mr"], adv["adv_mr2ct"]
+            logs["gan/cycle_ct"] = F.l1_loss(p["ct_cycle"].float(), x_ct.float())
+            logs["gan/cycle_mr"] = F.l1_loss(p["mr_cycle"].float(), x_mr.float())
+            translators = adv["total"] + engine.cycle_weight * (logs["gan/cycle_ct"] + logs["gan/cycle_mr"])
+            disc = loss.cross_adversarial_discriminator(net.image_discriminators, p, x_ct, x_mr)
+            logs["gan/d_ct"], logs["gan/d_mr"] = disc["d_ct"], disc["d_mr"]
 
-        if engine.task_driven:
-            logs["seg/ce_ct"] = loss.segmentation(p["seg_ct"].float(), y_ct)
-            logs["seg/ce_ct_cycle"] = loss.segmentation(p["seg_ct_cycle"].float(), y_ct)
-            translators = translators + loss.ce_weight * logs["seg/ce_ct_cycle"]
-            seg = logs["seg/ce_ct"] + logs["seg/ce_ct_cycle"]
-        else:
-            logs["seg/ce_ct2mr"] = loss.segmentation(p["seg_ct2mr"].float(), y_ct)
-            seg = logs["seg/ce_ct2mr"]
-        if engine.mr_supervised:
-            if "mr_label" not in batch:
-                raise ValueError("mr_supervised=True (joint learning) but the batch has no 'mr_label'.")
-            x = net.translators["mr2ct"](x_mr).detach() if engine.task_driven else x_mr
-            logs["seg/ce_mr"] = loss.segmentation(net.segmenter(x).float(), batch["mr_label"])
-            seg = seg + logs["seg/ce_mr"]
+            if engine.task_driven:
+                logs["seg/ce_ct"] = loss.segmentation(p["seg_ct"].float(), y_ct)
+                logs["seg/ce_ct_cycle"] = loss.segmentation(p["seg_ct_cycle"].float(), y_ct)
+                translators = translators + loss.ce_weight * logs["seg/ce_ct_cycle"]
+                seg = logs["seg/ce_ct"] + logs["seg/ce_ct_cycle"]
+            else:
+                logs["seg/ce_ct2mr"] = loss.segmentation(p["seg_ct2mr"].float(), y_ct)
+                seg = logs["seg/ce_ct2mr"]
+            if engine.mr_supervised:
+                if "mr_label" not in batch:
+                    raise ValueError("mr_supervised=True (joint learning) but the batch has no 'mr_label'.")
+                x = net.translators["mr2ct"](x_mr).detach() if engine.task_driven else x_mr
+                logs["seg/ce_mr"] = loss.segmentation(net.segmenter(x).float(), batch["mr_label"])
+                seg = seg + logs["seg/ce_mr"]
 
         updates = [("translators", translators), ("image_discriminators", disc["total"]), ("segmenter", loss.ce_weight * seg)]
         engine.apply_updates(updates, net.parameter_groups())

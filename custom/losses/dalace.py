@@ -106,10 +106,13 @@ class DALACELoss:
         return self._disc(ct, mr)
 
     # ---------------------------------------------------------------------------------- helpers
+    # binary cross-entropy is unsafe under autocast: the GAN criterion always runs in float32
     def _gen(self, fake_logits: torch.Tensor) -> torch.Tensor:
-        return self.adversarial(fake_logits.float(), target_is_real=True, for_discriminator=False)
+        with torch.autocast(fake_logits.device.type, enabled=False):
+            return self.adversarial(fake_logits.float(), target_is_real=True, for_discriminator=False)
 
     def _disc(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-        real = self.adversarial(real_logits.float(), target_is_real=True, for_discriminator=True)
-        fake = self.adversarial(fake_logits.float(), target_is_real=False, for_discriminator=True)
+        with torch.autocast(real_logits.device.type, enabled=False):
+            real = self.adversarial(real_logits.float(), target_is_real=True, for_discriminator=True)
+            fake = self.adversarial(fake_logits.float(), target_is_real=False, for_discriminator=True)
         return real + fake
