@@ -8,12 +8,18 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = REPO_ROOT / "bundle" / "sample_data"
 
 if importlib.util.find_spec("custom") is None:  # not pip-installed: test the working tree
     sys.path.insert(0, str(REPO_ROOT))
+
+# Tiny test networks gain nothing from a second OpenMP thread and lose a lot to thread hand-offs on
+# a busy 2-core machine (benchmarks/results: 21x on the sample config); subprocesses inherit the env.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 def shared_data_dir() -> Path | None:

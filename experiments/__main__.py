@@ -1,0 +1,72 @@
+"""Command line of the experiments: ``python -m experiments <command> --help`` (run from the repository root).
+
+Commands::
+
+    # the paper's protocol (5 folds, paper sizes: days on a GPU)
+    python -m experiments run --datalist D.json --output runs/paper --da_domain T2-SPIR
+    # a reduced version (the one in bundle/docs/experiments.md: ~30 min on a 2-core CPU)
+    python -m experiments run --datalist D.json --dataset_dir ../shared/data --output runs/reduced --folds 2 \\
+        --epochs 15 --width 8 --num_res_blocks 1 --spacing 6 --slice_size 48 --prepare_spacing 6 \\
+        --ct_split False --da_domain T2-SPIR --tables 1,2,3,4 [--methods dalace,unet_ct]
+    python -m experiments tables runs/reduced          # rewrite the tables from results.json
+    python -m experiments figures runs/reduced         # Fig. 6-, 7- and 8-like PNGs in runs/reduced/figures
+    python -m experiments tiny_dataset OUT_DIR         # a tiny k-fold dataset from bundle/sample_data
+
+Every run is resumable: rerun the same command and finished trainings and evaluations are skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import fire
+
+
+def _logging():
+    handlers = [logging.StreamHandler(sys.stdout)]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", handlers=handlers, force=False)
+    logging.getLogger("experiments").setLevel(logging.INFO)
+
+
+def run(datalist: str, output: str, **options):
+    """Run the protocol; options are the fields of :class:`experiments.runner.Settings`."""
+    from .runner import Experiment, Settings
+
+    _logging()
+    settings = Settings(datalist=datalist, output=output, **options)
+    Experiment(settings).run()
+    from .tables import write_tables
+
+    print(write_tables(settings.output))
+
+
+def tables(output: str):
+    """Rewrite the Markdown and CSV tables of an experiment folder from its results.json."""
+    from .tables import write_tables
+
+    print(write_tables(output))
+
+
+def figures(output: str, fig6_task: str = "da", agnostic_task: str | None = None, fold: int = 0):
+    """Fig. 6-, 7- and 8-like PNGs of an experiment folder, in <output>/figures."""
+    import torch
+
+    from .figures import make_figures
+
+    _logging()
+    torch.set_num_threads(1)
+    for p in make_figures(output, fig6_task=fig6_task, agnostic_task=agnostic_task, fold=fold):
+        print(p)
+
+
+def tiny_dataset(out_dir: str, copies: int = 2):
+    """A tiny k-fold dataset of reoriented copies of the bundle's sample; prints its datalist path."""
+    from .data import tiny_sample_dataset
+    from .protocol import BUNDLE
+
+    print(tiny_sample_dataset(BUNDLE / "sample_data", out_dir, copies))
+
+
+if __name__ == "__main__":
+    fire.Fire({"run": run, "tables": tables, "figures": figures, "tiny_dataset": tiny_dataset})

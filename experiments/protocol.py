@@ -1,0 +1,156 @@
+"""The paper's protocol (sections 4 and 6): tasks, methods and the four tables, as bundle config lists.
+
+A method is a list of config files composed after ``train.yaml`` (``bundle/configs`` unless prefixed
+``experiments/``), the data streams its training reads (for reusing a trained model wherever the
+same training data recur), and how its MR (and, for joint learning, CT) test is segmented.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLE = REPO / "bundle"
+BUNDLE_CONFIGS = BUNDLE / "configs"
+EXPERIMENT_CONFIGS = Path(__file__).resolve().parent / "configs"
+
+TASKS = ("da", "dal", "joint")
+
+
+@dataclass(frozen=True)
+class Method:
+    """One trained model of a task.
+
+    configs: files after ``train.yaml`` (names in ``bundle/configs``, or ``experiments/<name>``).
+    uses: training data the method reads: ``ct`` (labelled CT), ``mr`` (unlabelled MR images),
+        ``mr_labels`` (labelled MR). Two runs with the same configs, settings and these items are one run.
+    mr_eval: ``dalace`` (inference.yaml; a DomainAgnosticSegmenter checkpoint) or ``unet``
+        (inference.yaml + inference_unet.yaml; a plain U-Net).
+    ct_eval: for joint learning's CT test: ``dalace`` (the run's model_ct.pt), ``unet`` (model.pt on CT),
+        ``cyclegan_ct`` (CT -> MR translator then S, exported from the checkpoint), ``tdgan_ct`` (S on CT).
+    """
+
+    key: str
+    configs: tuple[str, ...]
+    uses: tuple[str, ...]
+    mr_eval: str = "dalace"
+    ct_eval: str | None = None
+
+    def config_files(self) -> list[str]:
+        files = [str(BUNDLE_CONFIGS / "train.yaml")]
+        for c in self.configs:
+            if c.startswith("experiments/"):
+                files.append(str(EXPERIMENT_CONFIGS / c.split("/", 1)[1]))
+            else:
+                files.append(str(BUNDLE_CONFIGS / c))
+        return files
+
+
+_DA = {
+    "unet_ct": Method("unet_ct", ("unet_ct.yaml",), ("ct",), "unet", "unet"),
+    "unet_mr": Method("unet_mr", ("unet_ct.yaml", "unet_mr.yaml"), ("mr_labels",), "unet", "unet"),
+    "cyclegan": Method("cyclegan", ("cyclegan.yaml",), ("ct", "mr"), "unet"),
+    "tdgan": Method("tdgan", ("cyclegan.yaml", "tdgan.yaml"), ("ct", "mr"), "dalace"),
+    "dadr": Method("dadr", ("dadr.yaml",), ("ct", "mr"), "dalace"),
+    "no_dam": Method("no_dam", ("no_dam.yaml",), ("ct", "mr"), "dalace"),
+    "dalace": Method("dalace", (), ("ct", "mr"), "dalace"),
+}
+
+
+def _with(first: str, m: Method) -> Method:
+    return Method(m.key, (first, *m.configs), m.uses, m.mr_eval, m.ct_eval)
+
+
+METHODS: dict[str, dict[str, Method]] = {
+    "da": dict(_DA),
+    # DAL: the same methods on a datalist whose MR mixes domains (dal.yaml only renames the run);
+    # the bounds do not change with the task: only their data do.
+    "dal": {k: (m if k.startswith("unet") else _with("dal.yaml", m)) for k, m in _DA.items()},
+    "joint": {
+        "unet_ct": _DA["unet_ct"],
+        "unet_mr": _DA["unet_mr"],
+        "unet_ct_mr": Method(
+            "unet_ct_mr", ("unet_ct.yaml", "unet_mr.yaml", "experiments/unet_ct_mr.yaml"), ("ct", "mr_labels"), "unet", "unet"
+        ),
+        "cyclegan": Method("cyclegan", ("joint.yaml", "cyclegan.yaml"), ("ct", "mr_labels"), "unet", "cyclegan_ct"),
+        "tdgan": Method("tdgan", ("joint.yaml", "cyclegan.yaml", "tdgan.yaml"), ("ct", "mr_labels"), "dalace", "tdgan_ct"),
+        "dadr": Method("dadr", ("joint.yaml", "dadr.yaml"), ("ct", "mr_labels"), "dalace", "dalace"),
+        "dalace": Method("dalace", ("joint.yaml",), ("ct", "mr_labels"), "dalace", "dalace"),
+    },
+}
+
+
+@dataclass(frozen=True)
+class Table:
+    """Rows (label, task, method) and columns (label, task-of-row override or None, test modality)."""
+
+    key: str
+    title: str
+    rows: tuple[tuple[str, str | None, str], ...]  # (row label, task or None for per-column task, method)
+    columns: tuple[tuple[str, str | None, str], ...]  # (column label, task or None, test modality)
+    note: str = ""
+    needs: tuple[str, ...] = field(default=())
+
+
+TABLES: dict[str, Table] = {
+    "1": Table(
+        "1",
+        "Table 1. DA task: labelled CT -> one unlabelled MR domain",
+        (
+            ("lowerbound (U-Net trained on CT)", "da", "unet_ct"),
+            ("upperbound (U-Net trained on MR)", "da", "unet_mr"),
+            ("CycleGAN", "da", "cyclegan"),
+            ("TD-GAN", "da", "tdgan"),
+            ("DADR", "da", "dadr"),
+            ("DALACE", "da", "dalace"),
+        ),
+        (("DSC (std)", None, "mr"),),
+    ),
+    "2": Table(
+        "2",
+        "Table 2. DAL task: labelled CT -> unlabelled MR of mixed domains",
+        (
+            ("lowerbound (U-Net trained on CT)", "dal", "unet_ct"),
+            ("upperbound (U-Net trained on MR)", "dal", "unet_mr"),
+            ("CycleGAN", "dal", "cyclegan"),
+            ("TD-GAN", "dal", "tdgan"),
+            ("DADR", "dal", "dadr"),
+            ("DALACE", "dal", "dalace"),
+        ),
+        (("DSC (std)", None, "mr"),),
+    ),
+    "3": Table(
+        "3",
+        "Table 3. Joint learning: labelled CT and labelled MR",
+        (
+            ("CT trained U-Net", "joint", "unet_ct"),
+            ("MR trained U-Net", "joint", "unet_mr"),
+            ("CT&MR trained U-Net", "joint", "unet_ct_mr"),
+            ("Joint CT&MR CycleGAN", "joint", "cyclegan"),
+            ("Joint CT&MR TD-GAN", "joint", "tdgan"),
+            ("Joint CT&MR DADR", "joint", "dadr"),
+            ("Joint CT&MR DALACE", "joint", "dalace"),
+        ),
+        (("CT tested DSC", None, "ct"), ("MR tested DSC", None, "mr")),
+    ),
+    "4": Table(
+        "4",
+        "Table 4. Ablation: Anatomy Preserving Module (APM) and Domain Agnostic Module (DAM)",
+        (
+            ("DAM only, no APM (DADR)", None, "dadr"),
+            ("APM only, no DAM", None, "no_dam"),
+            ("APM + DAM (DALACE)", None, "dalace"),
+        ),
+        (("DSC for DA", "da", "mr"), ("DSC for DAL", "dal", "mr")),
+    ),
+}
+
+
+def table_cells(table: Table) -> list[tuple[str, str, str, str, str]]:
+    """(row label, column label, task, method, test modality) of every cell."""
+    cells = []
+    for row_label, row_task, method in table.rows:
+        for col_label, col_task, test in table.columns:
+            cells.append((row_label, col_label, row_task or col_task, method, test))
+    return cells

@@ -1,0 +1,409 @@
+"""Runs the protocol: one bundle training per (task, method, fold), then the bundle's evaluation of
+the held-out fold, each in-process with ``monai.bundle.ConfigWorkflow`` on the real config files.
+
+Layout of the experiment folder (``root``)::
+
+    settings.json            every option of the command
+    size.yaml                the size override composed after every config (widths, slices, epochs)
+    datalists/<task>.json    each task's datalist with its folds (absolute paths)
+    n4/                      N4-corrected MR, fitted once per volume (when bias correction is on)
+    data_<s>mm/              or: copies resampled once to <s> mm (option prepare_spacing), MR with N4
+    runs/<method>-<hash>/    one training: run.json (configs, overrides, seed, command), train/ (the
+                             bundle's output_dir: losses.csv, checkpoints/), models/, done.json,
+                             eval-<mr|ct>-<hash>/ (inference + evaluate outputs, predictions)
+    results.json             every cell's runs, per-case metrics and settings
+    table<N>_<name>.{md,csv} and tables.md
+
+A training (or evaluation) that finished is never redone; one that was interrupted continues from its
+last checkpoint (the bundle's ``resume``). Runs are keyed by what they train on: a model whose configs,
+settings and training items recur in another task or fold (the CT-trained U-Net, which never sees the
+fold's MR) is trained once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shlex
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+from custom.engines import latest_checkpoint
+
+from . import data as xdata
+from .protocol import BUNDLE, BUNDLE_CONFIGS, METHODS, TABLES, Method, table_cells
+
+log = logging.getLogger("experiments")
+
+
+@dataclass
+class Settings:
+    """Options of the experiment command (the reduced protocol shrinks the last group)."""
+
+    datalist: str
+    output: str
+    dataset_dir: str | None = None
+    folds: int = 5
+    seed: int = 0
+    tables: str = "1,2,3,4"
+    methods: str | None = None  # comma list of method keys; None: all the tables need
+    da_domain: str | None = None  # MR domain of DA and joint learning (substring of items' "domain"); None: all MR
+    dal_domains: str | None = None  # comma list of MR domains of DAL; None: all MR
+    ct_split: bool = True  # the paper splits CT in folds too; False: every fold trains on all CT (DA/DAL)
+    exclude: str | None = None  # comma list of case ids left out
+    bias_correction: bool = True  # N4 on MR (cached once per volume)
+    prepare_spacing: float | None = None  # reduced protocol: resample copies once to this spacing (mm); DSC on that grid
+    # size (paper: 2600 epochs of 10 iterations, width 64, 1.5 mm, 256x256 slices)
+    epochs: int = 2600
+    epoch_length: int = 10
+    batch_size: int = 4
+    width: int = 64
+    num_res_blocks: int = 4
+    spacing: float = 1.5
+    slice_size: int = 256
+    warmup_fraction: float = 600 / 2600  # epochs before the pair game starts (paper: 600 of 2600)
+    surface_metrics: bool = True  # HD95 and ASD besides DSC (their KD-tree queries cost seconds per case)
+    threads: int | None = 1  # torch CPU threads (None: torch's default); see run()
+
+    def __post_init__(self) -> None:
+        # fire turns "1,4" into a tuple and "1" into an int: keep comma strings
+        for name in ("tables", "methods", "dal_domains", "exclude"):
+            v = getattr(self, name)
+            if isinstance(v, (list, tuple)):
+                setattr(self, name, ",".join(str(x) for x in v))
+            elif isinstance(v, int):
+                setattr(self, name, str(v))
+
+    def list(self, name: str) -> list[str] | None:
+        v = getattr(self, name)
+        if v is None or v == "":
+            return None
+        return [s.strip() for s in (v.split(",") if isinstance(v, str) else v) if str(s).strip()]
+
+
+def size_override(s: Settings) -> dict:
+    """The size override composed after every training and inference config."""
+    w = int(s.width)
+    features = [32, 32, 64, 128, 256, 32] if w == 64 else [max(w // 2, 2), max(w // 2, 2), w, 2 * w, 4 * w, max(w // 2, 2)]
+    epochs = int(s.epochs)
+    return {
+        "spacing": [float(s.spacing)] * 3,
+        "roi_size": [int(s.slice_size)] * 2,
+        "width": w,
+        "num_res_blocks": int(s.num_res_blocks),
+        "segmenter#features": features,
+        "max_epochs": epochs,
+        "pair_warmup_epochs": int(round(epochs * s.warmup_fraction)),
+        "epoch_length": int(s.epoch_length),
+        "batch_size": int(s.batch_size),
+        "checkpoint_interval": max(1, math.ceil(epochs / 4)),
+        "figure_interval": epochs,
+        "val_interval": epochs,
+        "num_workers": 0,
+    }
+
+
+def _cli(configs: list[str], overrides: dict, run_id: str | None) -> str:
+    """The equivalent ``python -m monai.bundle run`` command (run from ``bundle/``)."""
+    cmd = ["python", "-m", "monai.bundle", "run"] + ([run_id] if run_id else []) + ["--config_file", str(configs)]
+    for k, v in overrides.items():
+        cmd += [f"--{k}", json.dumps(v) if not isinstance(v, str) else v]
+    return "cd bundle && " + " ".join(shlex.quote(c) for c in cmd)
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+class Experiment:
+    def __init__(self, settings: Settings) -> None:
+        self.s = settings
+        self.root = Path(settings.output).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.size_file = self.root / "size.yaml"
+        self.tables = [t.strip() for t in str(settings.tables).split(",") if t.strip()]
+        for t in self.tables:
+            if t not in TABLES:
+                raise ValueError(f"unknown table {t!r}; tables: {sorted(TABLES)}")
+        self.methods = settings.list("methods")
+        self._datalists: dict[str, dict] = {}
+
+    # ---------------------------------------------------------------------------------- setup
+    def prepare(self) -> None:
+        _write_json(self.root / "settings.json", asdict(self.s))
+        self.size_file.write_text(
+            "# size override of the experiment (written by python -m experiments run)\n" + yaml.safe_dump(size_override(self.s), sort_keys=False)
+        )
+        items = xdata.read_items(self.s.datalist, self.s.dataset_dir, self.s.list("exclude") or ())
+        if self.s.prepare_spacing:
+            items = xdata.resampled_copies(items, self.root / f"data_{self.s.prepare_spacing:g}mm", self.s.prepare_spacing, self.s.bias_correction, log=log.info)
+        elif self.s.bias_correction:
+            items = xdata.n4_cache(items, self.root / "n4", log=log.info)
+        (self.root / "datalists").mkdir(exist_ok=True)
+        da_dom = [self.s.da_domain] if self.s.da_domain else None
+        specs = {
+            "da": (da_dom, self.s.ct_split),
+            "dal": (self.s.list("dal_domains"), self.s.ct_split),
+            "joint": (da_dom, len(items["ct"]) >= 2),  # CT is tested in joint learning: always split
+        }
+        for task in self.tasks():
+            domains, ct_split = specs[task]
+            dl = xdata.task_datalist(items, self.s.folds, self.s.seed, domains, ct_split)
+            _write_json(self.root / "datalists" / f"{task}.json", dl)
+            self._datalists[task] = dl
+
+    def tasks(self) -> list[str]:
+        return sorted({c[2] for t in self.tables for c in table_cells(TABLES[t])}, key=["da", "dal", "joint"].index)
+
+    def cells(self) -> list[tuple[str, str, str, str, str, str]]:
+        """(table, row, column, task, method, test modality) of every requested cell."""
+        out = []
+        for t in self.tables:
+            for row, col, task, method, test in table_cells(TABLES[t]):
+                if self.methods is None or method in self.methods:
+                    out.append((t, row, col, task, method, test))
+        return out
+
+    # ------------------------------------------------------------------------------- one run
+    def run_spec(self, task: str, method: Method, fold: int) -> dict:
+        dl = self._datalists[task]
+        train_items = {}
+        if "ct" in method.uses:
+            train_items["ct"] = sorted(i["id"] for i in xdata.fold_items(dl, "ct", fold, "train", True))
+        if "mr" in method.uses:
+            train_items["mr"] = sorted(i["id"] for i in xdata.fold_items(dl, "mr", fold, "train", False))
+        if "mr_labels" in method.uses:
+            train_items["mr_labelled"] = sorted(i["id"] for i in xdata.fold_items(dl, "mr", fold, "train", True))
+        configs = method.config_files() + [str(self.size_file)]
+        key = xdata.digest(
+            {"configs": [Path(c).name for c in configs], "size": size_override(self.s), "seed": self.s.seed,
+             "bias_correction": self.s.bias_correction, "prepare_spacing": self.s.prepare_spacing, "items": train_items}
+        )
+        run_dir = self.root / "runs" / f"{method.key}-{key}"
+        overrides = {
+            "bundle_root": str(BUNDLE),
+            "datalist": str(self.root / "datalists" / f"{task}.json"),
+            "dataset_dir": str(self.root / "datalists"),
+            "output_dir": str(run_dir / "train"),
+            "models_dir": str(run_dir / "models"),
+            "fold": fold,
+            "seed": self.s.seed,
+            "bias_correction": False,  # N4, when on, is already in the cached MR images (n4/ or data_<s>mm/)
+            "validate#enabled": False,  # the held-out fold is the test set: no model selection on it
+            "image_grids": False,
+        }
+        return {"dir": run_dir, "configs": configs, "overrides": overrides, "train_items": train_items, "task": task, "fold": fold}
+
+    def train(self, spec: dict) -> dict:
+        from monai.bundle import ConfigWorkflow
+
+        run_dir: Path = spec["dir"]
+        done = run_dir / "done.json"
+        if done.exists():
+            return json.loads(done.read_text())
+        run_dir.mkdir(parents=True, exist_ok=True)
+        overrides = dict(spec["overrides"])
+        resume = latest_checkpoint(Path(overrides["output_dir"]) / "checkpoints") is not None
+        overrides["resume"] = resume
+        record = {
+            "configs": spec["configs"],
+            "overrides": overrides,
+            "seed": self.s.seed,
+            "task": spec["task"],
+            "fold": spec["fold"],
+            "train_items": spec["train_items"],
+            "command": _cli(spec["configs"], overrides, "training"),
+            "resumed": resume,
+        }
+        _write_json(run_dir / "run.json", record)
+        log.info(f"train {run_dir.name} (task {spec['task']}, fold {spec['fold']}{', resuming' if resume else ''})")
+        t0 = time.time()
+        wf = ConfigWorkflow(config_file=spec["configs"], workflow_type="train", **overrides)
+        log.disabled = False  # the bundle's logging.conf (fileConfig) disables existing loggers
+        wf.initialize()
+        wf.run()
+        wf.finalize()
+        record["train_seconds"] = round(time.time() - t0, 1)
+        record["checkpoint"] = latest_checkpoint(Path(overrides["output_dir"]) / "checkpoints")
+        _write_json(done, record)
+        log.info(f"trained {run_dir.name} in {record['train_seconds']} s")
+        return record
+
+    def _export_ct_model(self, spec: dict, kind: str) -> Path:
+        """CT inference networks the bundle does not write: CycleGAN's CT -> MR translator followed by
+        S (``cyclegan_ct``, a DomainAgnosticSegmenter-shaped network) and TD-GAN's S alone (``tdgan_ct``)."""
+        from custom.networks.inference import DomainAgnosticSegmenter
+
+        out = spec["dir"] / "models" / f"model_{kind}.pt"
+        if out.exists():
+            return out
+        net = load_trained_network(spec["dir"])
+        if kind == "cyclegan_ct":
+            tr = net.translators["ct2mr"]
+            module = DomainAgnosticSegmenter(net.segmenter, anatomy_encoder=tr.anatomy_encoder, generator=tr.generator, **net.hparams)
+        else:
+            module = net.segmenter
+        torch.save(module.state_dict(), out)
+        return out
+
+    def evaluate(self, spec: dict, method: Method, test: str) -> dict | None:
+        from monai.bundle import ConfigWorkflow
+
+        dl = self._datalists[spec["task"]]
+        items = xdata.fold_items(dl, test, spec["fold"], "val", True)
+        if not items:
+            return None
+        items = [{k: i[k] for k in ("image", "label", "id", "liver_value") if k in i} for i in items]
+        ekey = xdata.digest({"test": test, "items": items, "kind": method.mr_eval if test == "mr" else method.ct_eval})
+        edir = spec["dir"] / f"eval-{test}-{ekey}"
+        done = edir / "eval.json"
+        if done.exists():
+            return json.loads(done.read_text())
+        edir.mkdir(parents=True, exist_ok=True)
+        _write_json(edir / "input.json", items)
+        kind = method.mr_eval if test == "mr" else method.ct_eval
+        models = spec["dir"] / "models"
+        unet = kind == "unet" or kind == "tdgan_ct"
+        if kind == "unet":
+            ckpt = models / "model.pt"
+        elif kind in ("cyclegan_ct", "tdgan_ct"):
+            ckpt = self._export_ct_model(spec, kind)
+        else:
+            ckpt = models / ("model.pt" if test == "mr" else "model_ct.pt")
+        configs = [str(BUNDLE_CONFIGS / "inference.yaml"), str(BUNDLE_CONFIGS / "evaluate.yaml")]
+        if unet:
+            configs.append(str(BUNDLE_CONFIGS / "inference_unet.yaml"))
+        configs.append(str(self.size_file))
+        overrides = {
+            "bundle_root": str(BUNDLE),
+            "input": str(edir / "input.json"),
+            "output_dir": str(edir),
+            "models_dir": str(models),
+            "ckpt_path": str(ckpt),
+            "modality": test,
+            "bias_correction": False,
+            "num_workers": 0,
+        }
+        if not self.s.surface_metrics:
+            overrides.update({"metrics": ["dice"], "evaluator#additional_metrics": {}})
+        t0 = time.time()
+        wf = ConfigWorkflow(config_file=configs, workflow_type="infer", **overrides)
+        log.disabled = False
+        wf.initialize()
+        wf.run()
+        wf.finalize()
+        per_case = read_per_case(edir / "metrics_per_case.csv")
+        record = {
+            "configs": configs,
+            "overrides": overrides,
+            "command": _cli(configs, overrides, None),
+            "cases": per_case,
+            "eval_seconds": round(time.time() - t0, 1),
+        }
+        _write_json(done, record)
+        return record
+
+    # ---------------------------------------------------------------------------------- all
+    def run(self) -> dict:
+        """All requested cells. On a CPU shared with other processes, torch's default OpenMP threads
+        spin against each other (a small U-Net forward measured 50x slower with 2 threads than with
+        1 on a busy 2-core machine), so the runs use ``threads`` (1 by default); restored afterwards."""
+        old_threads = torch.get_num_threads()
+        if self.s.threads:
+            torch.set_num_threads(int(self.s.threads))
+        try:
+            return self._run()
+        finally:
+            torch.set_num_threads(old_threads)
+
+    def _run(self) -> dict:
+        self.prepare()
+        t_start = time.time()
+        results_path = self.root / "results.json"
+        results = {"settings": asdict(self.s), "size_override": size_override(self.s), "cells": [], "runs": {}}
+        failures = {}
+        todo: list[tuple] = []
+        seen = set()
+        for t, row, col, task, mkey, test in self.cells():
+            for fold in range(self.s.folds):
+                todo.append((t, row, col, task, mkey, test, fold))
+                seen.add((task, mkey, fold))
+        log.info(f"{len(todo)} table cells x folds, {len(seen)} (task, method, fold) trainings before reuse")
+        for t, row, col, task, mkey, test, fold in todo:
+            method = METHODS[task][mkey]
+            spec = self.run_spec(task, method, fold)
+            name = spec["dir"].name
+            entry = {"table": t, "row": row, "column": col, "task": task, "method": mkey, "test": test, "fold": fold, "run": name}
+            if name in failures:
+                entry["error"] = failures[name]
+            else:
+                try:
+                    rec = self.train(spec)
+                    results["runs"][name] = {k: rec.get(k) for k in ("configs", "overrides", "seed", "command", "train_seconds", "train_items", "checkpoint")}
+                    ev = self.evaluate(spec, method, test)
+                    if ev is None:
+                        entry["cases"] = []
+                        entry["note"] = f"no labelled {test.upper()} in fold {fold}"
+                    else:
+                        entry.update(cases=ev["cases"], eval_dir=str(Path(ev["overrides"]["output_dir"]).relative_to(self.root)),
+                                     eval_command=ev["command"], eval_configs=ev["configs"])
+                except Exception as e:  # one failed run must not stop the protocol: it is reported
+                    failures[name] = f"{type(e).__name__}: {e}"
+                    entry["error"] = failures[name]
+                    log.error(f"{name} failed:\n{traceback.format_exc()}")
+            results["cells"].append(entry)
+            results["elapsed_seconds"] = round(time.time() - t_start, 1)
+            _write_json(results_path, results)
+        from .tables import write_tables
+
+        write_tables(self.root, results)
+        log.info(f"done in {time.time() - t_start:.0f} s: {self.root / 'tables.md'}")
+        return results
+
+
+def read_per_case(path: Path) -> list[dict]:
+    import csv
+
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    out = []
+    for r in rows:
+        out.append({"case": r["case"], **{k: float(v) for k, v in r.items() if k not in ("case", "image")}})
+    return out
+
+
+def load_trained_network(run_dir: str | os.PathLike, checkpoint: str | None = None):
+    """The full network of a training run (DALACE, CycleGAN, U-Net) with the weights of its last
+    checkpoint (``train/checkpoints/checkpoint_epoch=N.pt``, key ``network``), in eval mode on CPU."""
+    from monai.bundle import ConfigParser
+
+    run_dir = Path(run_dir)
+    rec = json.loads((run_dir / "run.json").read_text())
+    parser = ConfigParser()
+    parser.read_config(rec["configs"])
+    parser.update({k: v for k, v in rec["overrides"].items() if k != "resume"})
+    net = parser.get_parsed_content("network_def", instantiate=True)
+    ckpt = checkpoint or latest_checkpoint(Path(rec["overrides"]["output_dir"]) / "checkpoints", required=True)
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    net.load_state_dict(state["network"])
+    return net.eval()
+
+
+def run_config(run_dir: str | os.PathLike):
+    """A ConfigParser of a run's training configs and overrides (for its preprocessing in figures)."""
+    from monai.bundle import ConfigParser
+
+    rec = json.loads((Path(run_dir) / "run.json").read_text())
+    parser = ConfigParser()
+    parser.read_config(rec["configs"])
+    parser.update({k: v for k, v in rec["overrides"].items() if k != "resume"})
+    return parser

@@ -1,0 +1,156 @@
+"""The experiment command (experiments/): folds, tables, and the whole protocol at its smallest setting.
+
+The slow tests run the real bundle configs (train.yaml + variants, inference.yaml + evaluate.yaml)
+on a tiny k-fold dataset of reoriented copies of ``bundle/sample_data``, with tiny widths, 2 folds
+and 1 epoch, and check that tables, per-run records and the three figures come out, and that a
+second invocation redoes nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # the experiments package lives at the repository root
+    sys.path.insert(0, str(REPO))
+
+from experiments.data import fold_items, task_datalist, tiny_sample_dataset  # noqa: E402
+from experiments.runner import Experiment, Settings, size_override  # noqa: E402
+from experiments.tables import write_tables  # noqa: E402
+
+SAMPLE = REPO / "bundle" / "sample_data"
+
+
+def _items(n_ct=3, n_mr=6):
+    ct = [{"id": f"ct{i}", "image": f"/x/ct{i}.nii.gz", "label": f"/x/ct{i}_l.nii.gz"} for i in range(n_ct)]
+    mr = [{"id": f"mr{i}", "image": f"/x/mr{i}.nii.gz", "label": f"/x/mr{i}_l.nii.gz", "domain": "T2-SPIR" if i % 3 else "T1"} for i in range(n_mr)]
+    return {"ct": ct, "mr": mr}
+
+
+def test_task_datalist_selects_domains_and_splits_every_case_once():
+    dl = task_datalist(_items(), num_folds=2, seed=0, mr_domains=["t2-spir"], ct_split=False)
+    assert {i["id"] for i in dl["mr"]} == {"mr1", "mr2", "mr4", "mr5"}
+    assert all("fold" not in i for i in dl["ct"])  # CT trains in every fold
+    held_out = [i["id"] for k in range(2) for i in fold_items(dl, "mr", k, "val", True)]
+    assert sorted(held_out) == ["mr1", "mr2", "mr4", "mr5"]  # every MR case tested exactly once
+    for k in range(2):
+        train = {i["id"] for i in fold_items(dl, "mr", k, "train", False)}
+        assert train.isdisjoint(i["id"] for i in fold_items(dl, "mr", k, "val", True))
+        assert len(fold_items(dl, "ct", k, "train", True)) == 3
+    # the same MR selection gets the same folds (models shared between tasks see the same split)
+    again = task_datalist(_items(), num_folds=2, seed=0, mr_domains=["T2-SPIR"], ct_split=True)
+    assert [i["fold"] for i in again["mr"]] == [i["fold"] for i in dl["mr"]]
+    assert sorted(i["fold"] for i in again["ct"]) == [0, 0, 1]
+    with pytest.raises(ValueError, match="no MR items"):
+        task_datalist(_items(), 2, 0, mr_domains=["T1-dual"])
+
+
+def test_size_override_follows_the_options():
+    s = Settings(datalist="d.json", output="o", epochs=20, width=8, spacing=5, slice_size=64)
+    o = size_override(s)
+    assert o["spacing"] == [5.0] * 3 and o["roi_size"] == [64, 64] and o["width"] == 8
+    assert o["max_epochs"] == 20 and o["pair_warmup_epochs"] == 5  # the paper's 600/2600
+    assert o["segmenter#features"] == [4, 4, 8, 16, 32, 4]
+    assert size_override(Settings(datalist="d", output="o"))["segmenter#features"] == [32, 32, 64, 128, 256, 32]
+
+
+def test_tables_are_mean_std_over_all_held_out_cases(tmp_path):
+    cell = {"table": "3", "task": "joint", "method": "dalace", "row": "Joint CT&MR DALACE"}
+    results = {
+        "cells": [
+            {**cell, "column": "MR tested DSC", "test": "mr", "fold": 0, "cases": [{"case": "a", "dice": 0.8, "hd95": 5, "asd": 1}, {"case": "b", "dice": 0.6, "hd95": 7, "asd": 2}]},
+            {**cell, "column": "MR tested DSC", "test": "mr", "fold": 1, "cases": [{"case": "c", "dice": 1.0, "hd95": 1, "asd": 0}]},
+            {**cell, "column": "CT tested DSC", "test": "ct", "fold": 0, "error": "RuntimeError: boom"},
+            {**cell, "column": "CT tested DSC", "test": "ct", "fold": 1, "cases": [{"case": "d", "dice": 0.5, "hd95": 1, "asd": 0}]},
+        ]
+    }
+    text = write_tables(tmp_path, results)
+    assert "| Joint CT&MR DALACE | 0.500 (0.000) [1 fold(s) failed] | 0.800 (0.163) |" in text
+    rows = list(csv.DictReader(open(tmp_path / "table3_joint.csv")))
+    mr = next(r for r in rows if r["column"] == "MR tested DSC")
+    assert int(mr["cases"]) == 3 and abs(float(mr["dice_fold_mean"]) - 0.85) < 1e-9
+    assert "boom" in next(r for r in rows if r["column"] == "CT tested DSC")["errors"]
+
+
+def test_tiny_sample_dataset_reorients_copies(tmp_path):
+    path = tiny_sample_dataset(SAMPLE, tmp_path, copies=3)
+    data = json.loads(Path(path).read_text())
+    assert [i["id"] for i in data["mr"]] == ["totalseg_mr_sm_0", "totalseg_mr_sm_1", "totalseg_mr_sm_2"]
+    codes = [nib.aff2axcodes(nib.load(i["image"]).affine) for i in data["ct"]]
+    assert codes == [("R", "A", "S"), ("L", "A", "S"), ("L", "P", "S")]
+    # same anatomy: the liver volume is unchanged by reorientation
+    vols = [int(np.asarray(nib.load(i["label"]).dataobj).sum()) for i in data["ct"]]
+    assert len(set(vols)) == 1
+    assert len({i["domain"] for i in data["mr"]}) == 2
+
+
+# ------------------------------------------------------------------------------------- slow
+TINY = dict(folds=2, epochs=1, epoch_length=1, batch_size=2, width=4, num_res_blocks=1, spacing=6.0, slice_size=64, ct_split=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_experiment(tmp_path_factory):
+    root = tmp_path_factory.mktemp("experiment")
+    datalist = tiny_sample_dataset(SAMPLE, root / "data", copies=2)
+    settings = Settings(datalist=datalist, output=str(root / "out"), tables="1,3", methods="unet_ct,unet_ct_mr,cyclegan,dalace", **TINY)
+    results = Experiment(settings).run()
+    return settings, results
+
+
+@pytest.mark.slow
+def test_smallest_protocol_writes_tables_and_run_records(tiny_experiment):
+    settings, results = tiny_experiment
+    out = Path(settings.output)
+    assert not [c for c in results["cells"] if c.get("error")], [c["error"] for c in results["cells"] if c.get("error")]
+    table1 = (out / "table1_da.md").read_text()
+    assert "| lowerbound (U-Net trained on CT) | " in table1 and "| DALACE | " in table1
+    table3 = (out / "table3_joint.md").read_text()
+    assert "| Method | CT tested DSC | MR tested DSC |" in table3
+    for row in csv.DictReader(open(out / "table1_da.csv")):
+        assert int(row["cases"]) == 2 and 0.0 <= float(row["dice_mean"]) <= 1.0  # both MR copies tested once
+    joint_ct = [r for r in csv.DictReader(open(out / "table3_joint.csv")) if r["column"] == "CT tested DSC"]
+    assert joint_ct and all(int(r["cases"]) == 2 for r in joint_ct)  # CT split in joint learning
+    # every run records its configs, overrides and seed; the U-Net on CT (no MR, all CT) is trained once
+    runs = results["runs"]
+    assert len([r for r in runs if r.startswith("unet_ct-")]) == 3  # DA: once (all CT); joint: per fold (CT split)
+    for name, rec in runs.items():
+        assert rec["seed"] == 0 and rec["overrides"]["fold"] in (0, 1) and rec["overrides"]["validate#enabled"] is False
+        assert rec["configs"][0].endswith("bundle/configs/train.yaml") and rec["configs"][-1].endswith("size.yaml")
+        assert rec["command"].startswith("cd bundle && python -m monai.bundle run training --config_file")
+    da_unet = {c["run"] for c in results["cells"] if c["task"] == "da" and c["method"] == "unet_ct"}
+    assert len(da_unet) == 1  # fold-independent training: reused by both folds
+    assert (out / "settings.json").exists() and (out / "size.yaml").exists()
+
+
+@pytest.mark.slow
+def test_rerun_skips_finished_runs(tiny_experiment):
+    settings, _ = tiny_experiment
+    out = Path(settings.output)
+    done = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/done.json")}
+    evals = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/eval-*/eval.json")}
+    assert done and evals
+    Experiment(settings).run()
+    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/done.json")} == done
+    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/eval-*/eval.json")} == evals
+
+
+@pytest.mark.slow
+def test_figures_from_the_smallest_protocol(tiny_experiment):
+    from experiments.figures import make_figures
+
+    settings, _ = tiny_experiment
+    paths = make_figures(settings.output)
+    assert [p.name for p in paths] == ["fig6_predictions.png", "fig7_domain_agnostic.png", "fig8_modality_transfer.png"]
+    import matplotlib.image as mpimg
+
+    for p in paths:
+        img = mpimg.imread(p)
+        assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100 and img.std() > 0.01
+        assert p.stat().st_size < 300_000
