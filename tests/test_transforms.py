@@ -1,12 +1,13 @@
 """The preprocessing chains on real images: the bundle's sample and, when present, the shared data.
 
-The chains are built from ``PREPROCESSING_YAML`` below, the same YAML that goes into the bundle's
-``train.yaml`` and ``inference.yaml``, so that what is tested here is what the bundle runs.
+The chains are the bundle's own: parsed from ``bundle/configs/train.yaml`` and ``inference.yaml``,
+so that what is tested here is what the bundle runs.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -28,95 +29,39 @@ from monai.utils import set_determinism
 
 from custom.transforms import LiverLabeld, N4BiasFieldCorrection, N4BiasFieldCorrectiond, SafeSpacingd
 
-PREPROCESSING_YAML = """
-spacing: [1.5, 1.5, 1.5]
-slice_size: [256, 256]
-slices_per_volume: 4
-ct_window: [-150, 250]
-mr_percentiles: [0.5, 99.5]
-orientation_labels: [[L, R], [P, A], [I, S]]
-n4:
-  _target_: custom.transforms.N4BiasFieldCorrectiond
-  keys: image
-  shrink_factor: 4
-  num_iterations: 50
-  num_fitting_levels: 4
+BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
+#: test name -> (bundle config, id of the chain in it)
+CHAINS = {
+    "ct_train_preprocessing": ("train.yaml", "train#preprocessing_ct"),
+    "mr_train_preprocessing": ("train.yaml", "train#preprocessing_mr"),
+    "mr_val_preprocessing": ("train.yaml", "validate#preprocessing"),
+    "inference_preprocessing": ("inference.yaml", "preprocessing"),
+    "n4": ("train.yaml", "n4"),
+}
 
-ct_train_preprocessing:
-  _target_: Compose
-  transforms:
-  - {_target_: LoadImaged, keys: [image, label], image_only: true}
-  - {_target_: EnsureChannelFirstd, keys: [image, label]}
-  - {_target_: Orientationd, keys: [image, label], axcodes: RAS, labels: "@orientation_labels"}
-  - {_target_: custom.transforms.LiverLabeld, keys: label}
-  - {_target_: custom.transforms.SafeSpacingd, keys: [image, label], pixdim: "@spacing", mode: [bilinear, nearest]}
-  - {_target_: ScaleIntensityRanged, keys: image, a_min: "$@ct_window[0]", a_max: "$@ct_window[1]",
-     b_min: -1.0, b_max: 1.0, clip: true}
-  - {_target_: RandCropByPosNegLabeld, keys: [image, label], label_key: label, spatial_size: [-1, -1, 1],
-     pos: 3, neg: 1, num_samples: "@slices_per_volume"}
-  - {_target_: SqueezeDimd, keys: [image, label], dim: 3}
-  - {_target_: ResizeWithPadOrCropd, keys: image, spatial_size: "@slice_size", value: -1.0}
-  - {_target_: ResizeWithPadOrCropd, keys: label, spatial_size: "@slice_size"}
-  - {_target_: RandAffined, keys: [image, label], prob: 0.5, rotate_range: [0.17], scale_range: [0.1, 0.1],
-     mode: [bilinear, nearest], padding_mode: [border, zeros]}
-  - {_target_: RandAdjustContrastd, keys: image, prob: 0.3, gamma: [0.7, 1.5]}
-  - {_target_: CastToTyped, keys: label, dtype: "$torch.int64"}
 
-mr_train_preprocessing:
-  _target_: Compose
-  transforms:
-  - {_target_: LoadImaged, keys: image, image_only: true}
-  - {_target_: EnsureChannelFirstd, keys: image}
-  - {_target_: Orientationd, keys: image, axcodes: RAS, labels: "@orientation_labels"}
-  - "@n4"
-  - {_target_: custom.transforms.SafeSpacingd, keys: image, pixdim: "@spacing", mode: bilinear}
-  - {_target_: ScaleIntensityRangePercentilesd, keys: image, lower: "$@mr_percentiles[0]",
-     upper: "$@mr_percentiles[1]", b_min: -1.0, b_max: 1.0, clip: true}
-  - {_target_: RandSpatialCropSamplesd, keys: image, roi_size: [-1, -1, 1], random_size: false,
-     num_samples: "@slices_per_volume"}
-  - {_target_: SqueezeDimd, keys: image, dim: 3}
-  - {_target_: ResizeWithPadOrCropd, keys: image, spatial_size: "@slice_size", value: -1.0}
-  - {_target_: RandAffined, keys: image, prob: 0.5, rotate_range: [0.17], scale_range: [0.1, 0.1],
-     mode: bilinear, padding_mode: border}
-  - {_target_: RandAdjustContrastd, keys: image, prob: 0.3, gamma: [0.7, 1.5]}
-
-mr_val_preprocessing:
-  _target_: Compose
-  transforms:
-  - {_target_: LoadImaged, keys: [image, label], image_only: true}
-  - {_target_: EnsureChannelFirstd, keys: [image, label]}
-  - {_target_: Orientationd, keys: [image, label], axcodes: RAS, labels: "@orientation_labels"}
-  - {_target_: custom.transforms.LiverLabeld, keys: label}
-  - "@n4"
-  - {_target_: custom.transforms.SafeSpacingd, keys: [image, label], pixdim: "@spacing", mode: [bilinear, nearest]}
-  - {_target_: ScaleIntensityRangePercentilesd, keys: image, lower: "$@mr_percentiles[0]",
-     upper: "$@mr_percentiles[1]", b_min: -1.0, b_max: 1.0, clip: true}
-  - {_target_: CastToTyped, keys: label, dtype: "$torch.int64"}
-
-inference_preprocessing:
-  _target_: Compose
-  transforms:
-  - {_target_: LoadImaged, keys: image, image_only: true}
-  - {_target_: EnsureChannelFirstd, keys: image}
-  - {_target_: Orientationd, keys: image, axcodes: RAS, labels: "@orientation_labels"}
-  - "@n4"
-  - {_target_: custom.transforms.SafeSpacingd, keys: image, pixdim: "@spacing", mode: bilinear}
-  - {_target_: ScaleIntensityRangePercentilesd, keys: image, lower: "$@mr_percentiles[0]",
-     upper: "$@mr_percentiles[1]", b_min: -1.0, b_max: 1.0, clip: true}
-  - {_target_: SpatialPadd, keys: image, spatial_size: "$@slice_size + [-1]", value: -1.0}
-"""
-
-CFG = yaml.safe_load(PREPROCESSING_YAML)
-SLICE_SIZE = tuple(CFG["slice_size"])
-SPACING = tuple(CFG["spacing"])
+def bundle_parser(config_file: str, **overrides) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / config_file))
+    parser.update({"bundle_root": str(BUNDLE), **overrides})
+    return parser
 
 
 def chain(name: str, **overrides) -> Compose:
-    """A fresh instance of one of the chains above."""
-    parser = ConfigParser(yaml.safe_load(PREPROCESSING_YAML))
-    for k, v in overrides.items():
-        parser[k] = v
-    return parser.get_parsed_content(name, instantiate=True)
+    """A fresh instance of one of the bundle's chains (``overrides``: config ids)."""
+    config_file, key = CHAINS[name]
+    return bundle_parser(config_file, **overrides).get_parsed_content(key)
+
+
+TRAIN = bundle_parser("train.yaml")
+SLICE_SIZE = tuple(TRAIN["roi_size"])
+SPACING = tuple(TRAIN["spacing"])
+ORIENTATION_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
+
+
+def as_samples(out) -> list:
+    """A random chain's output as a list of slice samples (MONAI's num_samples croppers give lists)."""
+    return out if isinstance(out, list) else [out]
 
 
 def deterministic_part(c: Compose) -> Compose:
@@ -167,14 +112,13 @@ def check_volume(d: dict, case: dict, with_label: bool) -> None:
 
 
 def check_slices(samples: list, with_label: bool) -> None:
-    assert len(samples) == CFG["slices_per_volume"]
+    assert samples
     for s in samples:
         assert tuple(s["image"].shape) == (1, *SLICE_SIZE)
         assert s["image"].dtype == torch.float32
         assert float(s["image"].min()) >= -1.0 - 1e-5 and float(s["image"].max()) <= 1.0 + 1e-5
         if with_label:
             assert tuple(s["label"].shape) == (1, *SLICE_SIZE)
-            assert s["label"].dtype == torch.int64
             assert set(torch.unique(s["label"]).tolist()) <= {0, 1}
 
 
@@ -194,10 +138,10 @@ def test_ct_train_chain_on_sample(ct_sample_volume):
     set_determinism(0)
     try:
         random_part = Compose(c.transforms[len(deterministic_part(c).transforms) :])
-        samples = [s for _ in range(5) for s in random_part(dict(volume))]
+        samples = [s for _ in range(24) for s in as_samples(random_part(dict(volume)))]
     finally:
         set_determinism(None)
-    check_slices(samples[: CFG["slices_per_volume"]], with_label=True)
+    check_slices(samples, with_label=True)
     # pos:neg = 3:1 favours liver slices beyond their share of the volume
     liver_share = float((volume["label"][0].sum(dim=(0, 1)) > 0).float().mean())
     sampled_share = np.mean([float(s["label"].sum() > 0) for s in samples])
@@ -209,7 +153,7 @@ def test_mr_train_chain_on_sample(sample_dir):
     case = sample_case(sample_dir, "mr")
     volume = deterministic_part(c)({"image": case["image"]})
     check_volume(volume, case, with_label=False)
-    check_slices(Compose(c.transforms[len(deterministic_part(c).transforms) :])(volume), with_label=False)
+    check_slices(as_samples(Compose(c.transforms[len(deterministic_part(c).transforms) :])(volume)), with_label=False)
 
 
 def test_mr_val_chain_on_sample(sample_dir):
@@ -225,14 +169,14 @@ def test_chains_on_shared_data(shared_data, case_id):
         c = chain("ct_train_preprocessing")
         volume = deterministic_part(c)(case)
         check_volume(volume, case, with_label=True)
-        samples = Compose(c.transforms[len(deterministic_part(c).transforms) :])(volume)
+        samples = as_samples(Compose(c.transforms[len(deterministic_part(c).transforms) :])(volume))
         check_slices(samples, with_label=True)
     else:  # the train chain's cached part is the val chain's, image only: reuse it (N4 runs once)
         volume = chain("mr_val_preprocessing")(case)
         check_volume(volume, case, with_label=True)
         c = chain("mr_train_preprocessing")
         random_part = Compose(c.transforms[len(deterministic_part(c).transforms) :])
-        check_slices(random_part({"image": volume["image"]}), with_label=False)
+        check_slices(as_samples(random_part({"image": volume["image"]})), with_label=False)
 
 
 # ---- round trip: isotropic and back -------------------------------------------------------------
@@ -241,17 +185,14 @@ def test_chains_on_shared_data(shared_data, case_id):
 def round_trip(case: dict, monai_label_keys: bool = False) -> tuple:
     """Inference preprocessing of the image; the label resampled onto that grid plays a perfect
     prediction; ``Invertd`` brings it back to the original geometry."""
-    pre = chain("inference_preprocessing", n4={"_target_": "Identityd", "keys": "image"})
+    pre = chain("inference_preprocessing", bias_correction=False)
     data = {"image": case["image"]}
     if monai_label_keys:  # what MONAI Label adds to the data dict
         data["image_path"] = case["image"]
     d = pre(data)
-    label_on_grid = Compose(
-        [t for t in chain("mr_val_preprocessing").transforms if not isinstance(t, N4BiasFieldCorrectiond)]
-    )(case)["label"]
-    pad = pre.transforms[-1]
-    # same padding as the image; a MetaTensor, as MONAI's inferers return for MetaTensor input
-    d["pred"] = MetaTensor(pad.padder(label_on_grid).as_tensor(), meta=d["image"].meta)
+    label_on_grid = chain("mr_val_preprocessing", bias_correction=False)(case)["label"]
+    # a MetaTensor on the image's grid, as MONAI's inferers return for MetaTensor input
+    d["pred"] = MetaTensor(label_on_grid.as_tensor(), meta=d["image"].meta)
     assert d["pred"].shape == d["image"].shape
     out = Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=True)(d)
     return out["pred"], LoadImage(image_only=True)(case["label"])
@@ -297,7 +238,7 @@ def test_stock_spacingd_trips_on_image_path(sample_dir):
 
 
 def in_ras(img):
-    return Orientation(axcodes="RAS", labels=tuple(map(tuple, CFG["orientation_labels"])))(img[None])
+    return Orientation(axcodes="RAS", labels=ORIENTATION_LABELS)(img[None])
 
 
 @pytest.mark.shared_data
@@ -417,73 +358,16 @@ def test_liver_labeld_maps_declared_value(sample_dir):
 
 # ---- datasets as the bundle config builds them --------------------------------------------------------
 
-DATASETS_YAML = """
-datalist: null
-dataset_dir: null
-fold: null
-ct_train_items:
-  _target_: custom.data.datalist_items
-  datalist_file: "@datalist"
-  dataset_dir: "@dataset_dir"
-  modality: ct
-  fold: "@fold"
-  role: train
-  require_labels: true
-mr_train_items:
-  _target_: custom.data.datalist_items
-  datalist_file: "@datalist"
-  dataset_dir: "@dataset_dir"
-  modality: mr
-  fold: "@fold"
-  role: train
-  require_labels: false
-mr_val_items:
-  _target_: custom.data.datalist_items
-  datalist_file: "@datalist"
-  dataset_dir: "@dataset_dir"
-  modality: mr
-  fold: "@fold"
-  role: val
-  require_labels: true
-ct_train_dataset:
-  _target_: CacheDataset
-  data: "@ct_train_items"
-  transform: "@ct_train_preprocessing"
-  cache_rate: 1.0
-  num_workers: 0
-mr_train_dataset:
-  _target_: CacheDataset
-  data: "@mr_train_items"
-  transform: "@mr_train_preprocessing"
-  cache_rate: 1.0
-  num_workers: 0
-mr_val_dataset:
-  _target_: CacheDataset
-  data: "@mr_val_items"
-  transform: "@mr_val_preprocessing"
-  cache_rate: 1.0
-  num_workers: 0
-ct_train_loader:
-  _target_: DataLoader
-  dataset: "@ct_train_dataset"
-  batch_size: 2
-  shuffle: true
-  num_workers: 0
-"""
-
-
 def test_cached_datasets_from_config(sample_dir):
-    """Unpaired CT and MR streams built as the bundle config does: cached volumes, random slices per draw."""
-    cfg = {**yaml.safe_load(PREPROCESSING_YAML), **yaml.safe_load(DATASETS_YAML)}
-    cfg.update(datalist=str(sample_dir / "datalist.json"), dataset_dir=str(sample_dir))
-    parser = ConfigParser(cfg)
-    batch = next(iter(parser.get_parsed_content("ct_train_loader")))
-    n = CFG["slices_per_volume"]  # one CT volume, num_samples slices: MONAI's collate flattens them
-    assert tuple(batch["image"].shape) == (n, 1, *SLICE_SIZE) and tuple(batch["label"].shape) == (n, 1, *SLICE_SIZE)
-    assert batch["label"].dtype == torch.int64 and batch["id"] == ["totalseg_ct_sm"] * n
-    mr = parser.get_parsed_content("mr_train_dataset")
-    first, second = mr[0], mr[0]
-    assert "label" not in first[0]
-    assert tuple(first[0]["image"].shape) == (1, *SLICE_SIZE)
-    assert any(not torch.equal(a["image"], b["image"]) for a, b in zip(first, second))  # fresh slices per draw
-    assert len(parser.get_parsed_content("mr_val_items")) == 1  # the MR sample, labelled, for validation
+    """train.yaml's unpaired CT and MR streams: cached volumes, fresh random slices per draw, no MR label."""
+    parser = bundle_parser(
+        "train.yaml", dataset_dir=str(sample_dir), batch_size=2, epoch_length=1, num_workers=0, bias_correction=False
+    )
+    batch = next(iter(parser.get_parsed_content("train#dataloader")))
+    assert tuple(batch["ct_image"].shape) == (2, 1, *SLICE_SIZE) and tuple(batch["ct_label"].shape) == (2, 1, *SLICE_SIZE)
+    assert tuple(batch["mr_image"].shape) == (2, 1, *SLICE_SIZE)
+    assert "mr_label" not in batch  # the unsupervised MR stream never sees the MR label
+    ds = parser.get_parsed_content("train#dataset")
+    first, second = ds[0], ds[0]
+    assert not torch.equal(first["ct_image"], second["ct_image"]) or not torch.equal(first["mr_image"], second["mr_image"])
+    assert len(parser.get_parsed_content("validate#data")) == 1  # the MR sample, labelled, for validation
