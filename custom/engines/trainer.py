@@ -199,7 +199,7 @@ class DALACETrainer(MultiOptimizerTrainer):
         model, loss = engine.network, engine.loss
         model.train()
         with engine.autocast():  # the whole forward, losses included (GAN criteria force float32)
-            paths = model(x_ct, x_mr)
+            paths = model(x_ct, x_mr, detach_agnostic=not engine.use_apm)
             pair_active = engine.pair_game_active(engine.state.epoch)
             groups = model.parameter_groups()
             logs: dict[str, torch.Tensor] = {}
@@ -222,14 +222,12 @@ class DALACETrainer(MultiOptimizerTrainer):
                 updates.append(("image_discriminators", disc["total"]))
 
             # (3) segmenter, anatomy preservation and the pair game
-            seg_logits_ct = paths["seg_ct"] if engine.use_apm else model.segmenter(paths["agn_ct"].detach())
-            ce = loss.segmentation(seg_logits_ct.float(), y_ct)
+            ce = loss.segmentation(paths["seg_ct"].float(), y_ct)
             logs["apm/ce_ct"] = ce
             if engine.mr_supervised:
                 if "mr_label" not in batch:
                     raise ValueError("mr_supervised=True (joint learning) but the batch has no 'mr_label'.")
-                seg_logits_mr = paths["seg_mr"] if engine.use_apm else model.segmenter(paths["agn_mr"].detach())
-                logs["apm/ce_mr"] = loss.segmentation(seg_logits_mr.float(), batch["mr_label"])
+                logs["apm/ce_mr"] = loss.segmentation(paths["seg_mr"].float(), batch["mr_label"])
                 ce = ce + logs["apm/ce_mr"]
             updates.append(("segmenter", loss.ce_weight * ce))
             if engine.use_apm:

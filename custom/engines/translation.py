@@ -75,12 +75,12 @@ class CycleGANTrainer(MultiOptimizerTrainer):
             logs["gan/d_ct"], logs["gan/d_mr"] = disc["d_ct"], disc["d_mr"]
 
             if engine.task_driven:
-                logs["seg/ce_ct"] = loss.segmentation(p["seg_ct"].float(), y_ct)
-                logs["seg/ce_ct_cycle"] = loss.segmentation(p["seg_ct_cycle"].float(), y_ct)
+                logs["seg/ce_ct"] = loss.segmentation(net.segmenter(x_ct).float(), y_ct)
+                logs["seg/ce_ct_cycle"] = loss.segmentation(net.segmenter(p["ct_cycle"]).float(), y_ct)
                 translators = translators + loss.ce_weight * logs["seg/ce_ct_cycle"]
                 seg = logs["seg/ce_ct"] + logs["seg/ce_ct_cycle"]
             else:
-                logs["seg/ce_ct2mr"] = loss.segmentation(p["seg_ct2mr"].float(), y_ct)
+                logs["seg/ce_ct2mr"] = loss.segmentation(net.segmenter(p["ct2mr"].detach()).float(), y_ct)
                 seg = logs["seg/ce_ct2mr"]
             if engine.mr_supervised:
                 if "mr_label" not in batch:

@@ -50,9 +50,9 @@ class ImageTranslator(nn.Module):
 class CycleGAN(nn.Module):
     """Translators CT->MR and MR->CT, discriminators D_CT and D_MR, and the segmenter S.
 
-    :meth:`forward` returns ``ct2mr, mr2ct`` translations, ``ct_cycle, mr_cycle`` round trips, and the
-    segmenter's logits on real CT (``seg_ct``), on translated CT (``seg_ct2mr``, what CycleGAN's
-    segmenter trains on) and on the CT round trip (``seg_ct_cycle``, TD-GAN's task-driven term).
+    :meth:`forward` returns ``ct2mr, mr2ct`` translations and ``ct_cycle, mr_cycle`` round trips; the
+    trainer segments only the images its flavour needs (CycleGAN: translated CT; TD-GAN: real CT and
+    the CT round trip), so no segmenter pass is spent on images no loss uses.
 
     Args:
         segmenter: the U-Net S.
@@ -89,15 +89,11 @@ class CycleGAN(nn.Module):
     def forward(self, x_ct: torch.Tensor, x_mr: torch.Tensor) -> dict[str, torch.Tensor]:
         ct2mr = self.translators["ct2mr"](x_ct)
         mr2ct = self.translators["mr2ct"](x_mr)
-        ct_cycle = self.translators["mr2ct"](ct2mr)
         return {
             "ct2mr": ct2mr,
             "mr2ct": mr2ct,
-            "ct_cycle": ct_cycle,
+            "ct_cycle": self.translators["mr2ct"](ct2mr),
             "mr_cycle": self.translators["ct2mr"](mr2ct),
-            "seg_ct": self.segmenter(x_ct),
-            "seg_ct2mr": self.segmenter(ct2mr.detach()),
-            "seg_ct_cycle": self.segmenter(ct_cycle),
         }
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:

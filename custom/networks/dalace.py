@@ -99,13 +99,14 @@ class DALACE(nn.Module):
     def domain_agnostic_image(self, x: torch.Tensor, modality: str) -> torch.Tensor:
         return self.decode(self.anatomy_encoders[modality](x), None, modality)
 
-    def forward(self, x_ct: torch.Tensor, x_mr: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x_ct: torch.Tensor, x_mr: torch.Tensor, detach_agnostic: bool = False) -> dict[str, torch.Tensor]:
         """All of Fig. 2 for one unpaired CT batch and MR batch (equal batch sizes).
 
         Returns, by key: ``a_ct, m_ct, a_mr, m_mr`` codes; ``rec_ct, rec_mr`` self-reconstructions
         (eq. 2); ``ct2mr, mr2ct`` modality swaps; ``a_ct_rec, m_mr_rec`` (re-encoded from ``ct2mr`` by
         the MR encoders) and ``a_mr_rec, m_ct_rec`` (from ``mr2ct`` by the CT encoders) for eq. 3;
-        ``agn_ct, agn_mr`` domain-agnostic images and ``seg_ct, seg_mr`` the segmenter's logits on them.
+        ``agn_ct, agn_mr`` domain-agnostic images and ``seg_ct, seg_mr`` the segmenter's logits on them
+        (on detached images with ``detach_agnostic``, DADR's two-stage training).
         """
         a_ct, m_ct = self.encode(x_ct, "ct")
         a_mr, m_mr = self.encode(x_mr, "mr")
@@ -130,8 +131,8 @@ class DALACE(nn.Module):
             "m_ct_rec": m_ct_rec,
             "agn_ct": agn_ct,
             "agn_mr": agn_mr,
-            "seg_ct": self.segmenter(agn_ct),
-            "seg_mr": self.segmenter(agn_mr),
+            "seg_ct": self.segmenter(agn_ct.detach() if detach_agnostic else agn_ct),
+            "seg_mr": self.segmenter(agn_mr.detach() if detach_agnostic else agn_mr),
         }
 
     # ------------------------------------------------------------------------------ parameters
