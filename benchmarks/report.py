@@ -70,9 +70,14 @@ def scaling_summary(results: dict) -> dict:
     return out
 
 
+def _at_paper_size(rows: list[dict]) -> list[dict]:
+    """The goals are set at the paper's sizes (``tiny`` in quick mode); the shipped model's rows are extra."""
+    return [r for r in rows if r.get("config", "paper") != "shipped"]
+
+
 def goals(results: dict) -> list[dict]:
     g = []
-    cases = _fp32(results.get("inference", []))
+    cases = _at_paper_size(_fp32(results.get("inference", [])))
     cpu = results.get("environment", {}).get("device", "cpu") == "cpu"
     for c in cases:
         g.append({
@@ -107,6 +112,14 @@ def goals(results: dict) -> list[dict]:
             "value": c["peak_rss_mb"],
             "met": c["peak_rss_mb"] < MEMORY_GOAL_MB,
             "detail": f"{c['peak_rss_mb']:.0f} MiB peak resident (fresh process per case)",
+        })
+    for c in (c for c in _fp32(results.get("inference", [])) if c.get("config") == "shipped"):
+        g.append({
+            "goal": f"(shipped model) whole inference < {T2_GOAL_S:.0f} s, peak memory < 3 GB ({c['name']})",
+            "value": c["total_seconds"],
+            "met": c["total_seconds"] < T2_GOAL_S and c["peak_rss_mb"] < MEMORY_GOAL_MB,
+            "detail": f"{c['total_seconds']:.1f} s of stages ({c['network_seconds']:.1f} s network), "
+                      f"{c['peak_rss_mb']:.0f} MiB peak",
         })
     sc = scaling_summary(results).get("slices")
     if sc:
@@ -278,7 +291,7 @@ def auto_notes(results: dict) -> list[str]:
                      "is linear by construction (sliding-window batches are independent and equal in cost, as the per-batch "
                      "times above show); everything else (N4, resampling, the inferer's aggregation, inversion, writing) "
                      "and the memory are measured in full (`--scaling-network-calls 0` runs all).")
-    mr = [r for r in inf if r["modality"] == "mr"]
+    mr = [r for r in _at_paper_size(inf) if r["modality"] == "mr"]
     if mr:
         r = mr[0]
         wps = r["windows"] / max(r["slices"], 1)

@@ -35,10 +35,24 @@ from .training import run_training
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
 
-#: the sample config's scale, read from bundle/configs/sample.yaml so that it stays in sync
-_SAMPLE = yaml.safe_load((ROOT / "bundle" / "configs" / "sample.yaml").read_text())
+def _config(name: str) -> dict:
+    return yaml.safe_load((ROOT / "bundle" / "configs" / name).read_text())
 
-PAPER_NET = {"width": 64, "num_res_blocks": 4, "features": [32, 32, 64, 128, 256, 32]}
+
+#: sizes read from the bundle's configs so that they stay in sync: train.yaml's own (the shipped
+#: model's), paper.yaml's and sample.yaml's (each overrides train.yaml)
+_TRAIN, _PAPER, _SAMPLE = _config("train.yaml"), _config("paper.yaml"), _config("sample.yaml")
+SIZE_IDS = ("spacing", "roi_size", "width", "num_res_blocks")
+
+
+def _net(cfg: dict) -> dict:
+    return {"width": cfg["width"], "num_res_blocks": cfg["num_res_blocks"],
+            "features": cfg.get("segmenter#features") or cfg["segmenter"]["features"]}
+
+
+PAPER_NET = _net(_PAPER)
+#: inference.yaml ids that turn its (shipped) sizes into the paper's
+PAPER_OVERRIDES = {**{k: _PAPER[k] for k in SIZE_IDS}, "segmenter#features": _PAPER["segmenter#features"]}
 TINY_NET = {"width": 4, "num_res_blocks": 1, "features": [4, 4, 8, 8, 16, 4]}
 TINY_OVERRIDES = {"roi_size": [32, 32], "width": 4, "num_res_blocks": 1, "segmenter#features": TINY_NET["features"],
                   "inferer#sw_batch_size": 2}
@@ -47,14 +61,13 @@ TINY_OVERRIDES = {"roi_size": [32, 32], "width": 4, "num_res_blocks": 1, "segmen
 def training_configs(args) -> list[dict]:
     if args.quick:
         return [dict(name="tiny", size=32, batch=1, iterations=1, **TINY_NET)]
-    sample = dict(name="sample", width=_SAMPLE["width"], size=_SAMPLE["roi_size"][0], batch=_SAMPLE["batch_size"],
-                  num_res_blocks=_SAMPLE["num_res_blocks"], features=_SAMPLE["segmenter#features"],
-                  iterations=args.small_iterations)
+    sample = {**_TRAIN, **_SAMPLE}
     configs = {
-        "paper": dict(name="paper", size=256, batch=args.paper_batch, iterations=args.paper_iterations, **PAPER_NET),
-        "sample": sample,
-        "w16_128": dict(name="w16_128", width=16, size=128, batch=4, num_res_blocks=4, features=[16, 16, 32, 64, 128, 16],
-                        iterations=args.small_iterations),
+        "paper": dict(name="paper", size=_PAPER["roi_size"][0], batch=args.paper_batch, iterations=args.paper_iterations, **PAPER_NET),
+        "shipped": dict(name="shipped", size=_TRAIN["roi_size"][0], batch=_TRAIN["batch_size"], iterations=args.small_iterations,
+                        **_net(_TRAIN)),
+        "sample": dict(name="sample", size=sample["roi_size"][0], batch=sample["batch_size"], iterations=args.small_iterations,
+                       **_net(sample)),
     }
     return [configs[n] for n in args.train]
 
@@ -88,16 +101,19 @@ def inference_cases(args, tmp: Path) -> list[dict]:
     """(name, image, modality) of the real cases, or synthetic stand-ins in quick mode."""
     if args.quick:
         return [
-            dict(name="synthetic_mr", image=make_volume(tmp / "q_mr.nii.gz", (24, 24, 6), (2.0, 2.0, 4.0), "mr"), modality="mr"),
-            dict(name="synthetic_ct", image=make_volume(tmp / "q_ct.nii.gz", (32, 32, 6), (1.0, 1.0, 3.0), "ct"), modality="ct"),
+            dict(name="synthetic_mr", image=make_volume(tmp / "q_mr.nii.gz", (24, 24, 6), (2.0, 2.0, 4.0), "mr"), modality="mr",
+                 config="tiny", overrides=TINY_OVERRIDES),
+            dict(name="synthetic_ct", image=make_volume(tmp / "q_ct.nii.gz", (32, 32, 6), (1.0, 1.0, 3.0), "ct"), modality="ct",
+                 config="tiny", overrides=TINY_OVERRIDES),
         ]
     data = _shared_data(args)
     if data is None:
         return []
-    return [
-        dict(name=args.mr_case, image=str(data / "mr" / f"{args.mr_case}_image.nii.gz"), modality="mr"),
-        dict(name="chaos_ct3", image=str(data / "ct" / "chaos_ct3_image.nii.gz"), modality="ct"),
-    ]
+    volumes = [(args.mr_case, str(data / "mr" / f"{args.mr_case}_image.nii.gz"), "mr"),
+               ("chaos_ct3", str(data / "ct" / "chaos_ct3_image.nii.gz"), "ct")]
+    sizes = {"paper": {"overrides": PAPER_OVERRIDES, "load_weights": False}, "shipped": {"overrides": {}, "load_weights": True}}
+    return [dict(name=f"{name} {size}", image=image, modality=modality, config=size, **sizes[size])
+            for size in args.inference_configs for name, image, modality in volumes]
 
 
 def scaling_cases(args, tmp: Path) -> list[dict]:
@@ -180,7 +196,11 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="tiny synthetic sizes: checks the pipeline in seconds; figures meaningless")
     p.add_argument("--out", default=str(RESULTS), help="results folder (default benchmarks/results)")
     p.add_argument("--name", default=None, help="JSON file name (default: the device and a timestamp; 'quick' in quick mode)")
-    p.add_argument("--train", nargs="*", default=["paper", "sample", "w16_128"], help="training configs: paper sample w16_128")
+    p.add_argument("--train", nargs="*", default=["paper", "shipped", "sample"],
+                   help="training configs: paper (paper.yaml), shipped (train.yaml as it is), sample (sample.yaml)")
+    p.add_argument("--inference-configs", nargs="*", default=["paper", "shipped"],
+                   help="inference sizes of the real cases: paper (paper.yaml, random weights: time does not depend on "
+                        "them) and shipped (inference.yaml as it is, with models/model.pt)")
     p.add_argument("--paper-batch", type=int, default=1)
     p.add_argument("--paper-iterations", type=int, default=1, help="timed iterations at paper size after the counted one")
     p.add_argument("--small-iterations", type=int, default=3)
@@ -260,7 +280,6 @@ def main(argv=None) -> dict:
             tmp = Path(tmp)
             base = {"device": args.device, "ref_batch": args.ref_batch, "ref_repeats": args.ref_repeats, "ref_scale": ref_scale,
                     "threads": args.threads, "load_weights": not args.quick}
-            overrides = TINY_OVERRIDES if args.quick else {}
             cases = inference_cases(args, tmp)
             if not cases:
                 results["environment"]["inference_note"] = "shared data not found: real cases skipped"
@@ -268,8 +287,8 @@ def main(argv=None) -> dict:
                 for c in cases:
                     log(f"inference {c['name']} ({c['modality']}), amp {amp}")
                     calls = None if args.network_calls == 0 else args.network_calls
-                    r = _run_case({**base, **c, "amp": amp, "network_calls": calls, "overrides": overrides}, args.in_process)
-                    results["inference"].append(r)
+                    r = _run_case({**base, **c, "amp": amp, "network_calls": calls}, args.in_process)
+                    results["inference"].append({**r, "config": c["config"]})
                     log(f"  -> total {r['total_seconds']:.1f} s (network {r['network_seconds']:.1f} s, "
                         f"{r['windows_run']}/{r['windows']} windows run), peak {r['peak_rss_mb']:.0f} MB")
                 done: dict[str, dict] = {}
@@ -277,8 +296,8 @@ def main(argv=None) -> dict:
                     log(f"scaling {c['name']}, amp {amp}")
                     calls = None if args.scaling_network_calls == 0 else args.scaling_network_calls
                     if c["image"] not in done:  # a volume on both axes is measured once
-                        done[c["image"]] = _run_case({**base, **c, "amp": amp, "network_calls": calls, "overrides": overrides},
-                                                     args.in_process)
+                        done[c["image"]] = _run_case({**base, **c, "amp": amp, "network_calls": calls, "load_weights": False,
+                                                      "overrides": TINY_OVERRIDES if args.quick else PAPER_OVERRIDES}, args.in_process)
                     r = {**done[c["image"]], "axis": c["axis"], "shape": c["shape"]}
                     results["scaling"].append(r)
                     log(f"  -> total {r['total_seconds']:.1f} s, peak {r['peak_rss_mb']:.0f} MB")

@@ -31,7 +31,7 @@ def _matches(item: dict, domains: Sequence[str] | None) -> bool:
 def read_items(datalist: str, dataset_dir: str | None = None, exclude: Sequence[str] = ()) -> dict[str, list[dict]]:
     """``{"ct": [...], "mr": [...]}`` of ``datalist`` with absolute paths, ids and liver values filled in."""
     data = read_datalist_json(datalist)
-    base = dataset_dir or os.path.dirname(os.path.abspath(datalist))
+    base = os.path.abspath(dataset_dir or os.path.dirname(os.path.abspath(datalist)))  # runs read them from elsewhere
     out = {}
     for m in ("ct", "mr"):
         items = []

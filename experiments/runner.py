@@ -71,10 +71,13 @@ class Settings:
     warmup_fraction: float = 600 / 2600  # epochs before the pair game starts (paper: 600 of 2600)
     surface_metrics: bool = True  # HD95 and ASD besides DSC (their KD-tree queries cost seconds per case)
     threads: int | None = 1  # torch CPU threads (None: torch's default); see run()
+    only_folds: str | None = None  # comma list of folds to run now (e.g. one process per fold on a multi-core
+    # machine, same --output; start the second after the first has written its N4 cache); a later run
+    # without it reuses every finished training and evaluation and writes the complete tables
 
     def __post_init__(self) -> None:
         # fire turns "1,4" into a tuple and "1" into an int: keep comma strings
-        for name in ("tables", "methods", "dal_domains", "exclude"):
+        for name in ("tables", "methods", "dal_domains", "exclude", "only_folds"):
             v = getattr(self, name)
             if isinstance(v, (list, tuple)):
                 setattr(self, name, ",".join(str(x) for x in v))
@@ -333,8 +336,11 @@ class Experiment:
         failures = {}
         todo: list[tuple] = []
         seen = set()
+        folds = [int(f) for f in self.s.list("only_folds") or range(self.s.folds)]
+        if any(not 0 <= f < self.s.folds for f in folds):
+            raise ValueError(f"only_folds {folds} outside 0..{self.s.folds - 1}")
         for t, row, col, task, mkey, test in self.cells():
-            for fold in range(self.s.folds):
+            for fold in folds:
                 todo.append((t, row, col, task, mkey, test, fold))
                 seen.add((task, mkey, fold))
         log.info(f"{len(todo)} table cells x folds, {len(seen)} (task, method, fold) trainings before reuse")

@@ -19,7 +19,7 @@ def parser(*files, **overrides):
     return p
 
 
-@pytest.mark.parametrize("extra", [[], ["sample.yaml"]])
+@pytest.mark.parametrize("extra", [[], ["sample.yaml"], ["paper.yaml"]])
 def test_shared_ids_have_equal_values(extra):
     train, infer = parser("train.yaml", *extra), parser("inference.yaml", *extra)
     for key in SHARED_IDS:

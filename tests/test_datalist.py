@@ -53,6 +53,21 @@ def test_sample_datalist_roles(sample_dir):
         datalist_items(dl, modality="mr", role="test")
 
 
+def test_unlabelled_mr_means_no_validation(tmp_path):
+    """The usual DA datalist has no MR label: training must not fail on its empty validation role."""
+    from monai.bundle import ConfigParser
+
+    dl = REPO_ROOT / "bundle" / "docs" / "shipped" / "datalist.json"  # the shipped model's (no MR label)
+    with pytest.raises(DatalistError, match="no labelled 'mr' items for role 'val'"):
+        datalist_items(dl, tmp_path, modality="mr", role="val", require_labels=True)
+    assert datalist_items(dl, tmp_path, modality="mr", role="val", require_labels=True, allow_empty=True) == []
+    parser = ConfigParser()
+    parser.read_config([str(REPO_ROOT / "bundle" / "configs" / f) for f in ("train.yaml", "shipped.yaml")])
+    parser.update({"bundle_root": str(REPO_ROOT / "bundle"), "dataset_dir": str(tmp_path)})
+    assert parser.get_parsed_content("validate#data") == []
+    assert parser.get_parsed_content("validate#enabled") is False
+
+
 def test_sample_datalist_matches_its_folder(sample_dir):
     """The shipped datalist is what the folder builder writes for the sample folder."""
     built = datalist_from_folder(sample_dir)

@@ -52,6 +52,19 @@ def test_task_datalist_selects_domains_and_splits_every_case_once():
         task_datalist(_items(), 2, 0, mr_domains=["T1-dual"])
 
 
+def test_items_get_absolute_paths_from_a_relative_dataset_dir(tmp_path, monkeypatch):
+    """Runs read the task datalists from the output folder: a relative --dataset_dir must not leak."""
+    from experiments.data import read_items
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "dl.json").write_text(json.dumps({"ct": [{"image": "ct/a.nii.gz", "label": "ct/a_l.nii.gz"}], "mr": [{"image": "mr/b.nii.gz"}]}))
+    monkeypatch.chdir(tmp_path)
+    items = read_items(str(tmp_path / "dl.json"), "data")
+    assert items["ct"][0]["image"] == str(tmp_path / "data" / "ct" / "a.nii.gz")
+    assert items["ct"][0]["label"] == str(tmp_path / "data" / "ct" / "a_l.nii.gz")
+    assert items["mr"][0]["image"] == str(tmp_path / "data" / "mr" / "b.nii.gz")
+
+
 def test_size_override_follows_the_options():
     s = Settings(datalist="d.json", output="o", epochs=20, width=8, spacing=5, slice_size=64)
     o = size_override(s)

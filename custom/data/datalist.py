@@ -110,6 +110,7 @@ def datalist_items(
     require_labels: bool = False,
     validate: bool = True,
     allow_2d: bool = False,
+    allow_empty: bool = False,
 ) -> list[dict]:
     """The items of one modality for one role, ready for a MONAI dataset (used from the bundle configs).
 
@@ -123,6 +124,8 @@ def datalist_items(
             items carry no ``label`` at all, so that an unsupervised stream cannot use MR labels.
         validate: check the returned files with :func:`custom.data.validate_items` first.
         allow_2d: accept 2D images in that check.
+        allow_empty: return ``[]`` when no item is left (optional roles, such as validation on labelled
+            MR in the DA task, whose MR usually has no label at all).
 
     Every item has ``image``, ``id``, ``domain`` and ``fold`` (-1 when unset), plus ``label`` and
     ``liver_value`` when ``require_labels``. Raises :class:`DatalistError` when nothing is left.
@@ -136,6 +139,8 @@ def datalist_items(
     data = read_datalist_json(datalist_file)
     key = f"{modality}_test" if role == "test" else modality
     if not data.get(key):
+        if allow_empty:
+            return []
         raise DatalistError([f"{datalist_file}: no items under '{key}' (empty modality list)"])
     items = load_decathlon_datalist(
         str(datalist_file), is_segmentation=True, data_list_key=key, base_dir=None if dataset_dir is None else str(dataset_dir)
@@ -147,6 +152,8 @@ def datalist_items(
     if require_labels:
         items = [i for i in items if i.get("label")]
     if not items:
+        if allow_empty:
+            return []
         what = "labelled " if require_labels else ""
         raise DatalistError([f"{datalist_file}: no {what}'{key}' items for role '{role}' with fold {fold}"])
     items = _normalized(items, data.get("liver_value", 1), require_labels)
