@@ -86,9 +86,7 @@ def goals(results: dict) -> list[dict]:
             "met": c["network_fraction_of_reference"] >= NETWORK_FRACTION_GOAL,
             "detail": f"{c['network_gflops']:.1f} GFLOP/s vs {c['reference_gflops']:.1f} GFLOP/s measured beside it",
         })
-    mr = [c for c in cases if c["modality"] == "mr"]
-    if mr:
-        c = mr[0]
+    for c in (c for c in cases if c["modality"] == "mr"):
         g.append({
             "goal": f"whole inference of a CHAOS T2 volume < {T2_GOAL_S:.0f} s ({c['name']})",
             "value": c["total_seconds"],
@@ -104,9 +102,7 @@ def goals(results: dict) -> list[dict]:
             "met": bias + res < c["network_seconds"],
             "detail": f"N4 {bias:.1f} s (with ITK load), resampling {res:.1f} s, network {c['network_seconds']:.1f} s",
         })
-    ct = [c for c in cases if c["modality"] == "ct"]
-    if ct:
-        c = ct[0]
+    for c in (c for c in cases if c["modality"] == "ct"):
         g.append({
             "goal": f"peak memory < 3 GB for the largest CT ({c['name']})",
             "value": c["peak_rss_mb"],
@@ -301,8 +297,9 @@ def auto_notes(results: dict) -> list[str]:
                      f"{r['windows']} windows ({r['input_shape'][2]} slices of {r['input_pixdim'][2]:.1f} mm resampled to "
                      f"{r['network_grid_shape'][2]} at 1.5 mm): under 60 s would take {need:.0f} GFLOP/s, "
                      f"{need / r['reference_gflops']:.1f}x this CPU's measured dense-convolution rate, so no result-preserving "
-                     f"setting reaches it here. Running the 2D network on the volume's own slices (in-plane resampling only) "
-                     f"would cut the network to about {native:.0f} s, but changes the results and needs validating.")
+                     f"setting reaches it here. Running the 2D network on the volume's own slices (in-plane resampling only, "
+                     f"`keep_slices: true`) cuts the network to about {native:.0f} s (estimated from this row; the "
+                     f"keep_slices rows measure it); its effect on Dice is in docs/README.md.")
     tp = [t for t in results.get("thread_probe", []) if "error" not in t]
     base = next((r for r in results.get("training", []) if r["name"] == "sample" and not r["amp_bf16"]), None)
     if tp and base:

@@ -140,6 +140,34 @@ def test_orientations_from_a_folder(ckpt, tmp_path):
 
 
 @pytest.mark.slow
+def test_keep_slices_segments_the_volume_own_slices(ckpt, tmp_path):
+    """keep_slices: in-plane resampling only, so a thick-slice MR goes through the network slice by
+    slice as acquired (in any orientation) and its mask still comes back on the input's grid."""
+    src = nib.load(str(MR))
+    thick = nib.Nifti1Image(np.asarray(src.dataobj)[..., ::2], src.affine @ np.diag([1.0, 1.0, 2.0, 1.0]))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for codes in ("LPS", "RAS"):
+        nib.save(reoriented(thick, codes), str(folder / f"thick_{codes}.nii.gz"))
+    parser = ConfigParser()
+    parser.read_config(INFERENCE)
+    parser.update({"bundle_root": str(BUNDLE), "keep_slices": True, "bias_correction": False, **FAST})
+    grid = parser.get_parsed_content("preprocessing")({"image": str(folder / "thick_LPS.nii.gz")})["image"]
+    assert grid.shape[-1] == thick.shape[2]  # the acquired slices, no interpolated ones
+    np.testing.assert_allclose(grid.pixdim.numpy(), [4.0, 4.0, 6.0], atol=1e-5)
+    out = tmp_path / "eval"
+    run_bundle(input=str(folder), ckpt_path=str(ckpt), output_dir=str(out), bias_correction=False,
+               largest_component=False, keep_slices=True, **FAST)
+    masks = {}
+    for codes in ("LPS", "RAS"):
+        img = nib.load(str(folder / f"thick_{codes}.nii.gz"))
+        seg = assert_same_grid(out / f"thick_{codes}_seg.nii.gz", img.shape, img.affine)
+        masks[codes] = np.asarray(reoriented(seg, "RAS").dataobj)
+    assert masks["RAS"].any() and not masks["RAS"].all()
+    np.testing.assert_array_equal(masks["LPS"], masks["RAS"])
+
+
+@pytest.mark.slow
 def test_ct_nifti_nrrd_and_dicom_series(ckpt, tmp_path):
     """CT normalization; NIfTI (RAS), NRRD and a 3-slice DICOM series folder read by ITK."""
     nrrd = tmp_path / "ct_copy.nrrd"

