@@ -4,7 +4,9 @@ A real server on 127.0.0.1 serves the packaged bundle (``tools/package_bundle.py
 app's ``model/`` folder, the app itself unchanged) and a studies folder with two copies of the sample
 MR, labelled. The test asks ``/info``, segments one study (``POST /infer``: the mask must have the
 study's shape and affine), trains from the labelled studies (``POST /train``: ``models/model.pt``
-must be rewritten) and always stops the server it started.
+must be rewritten) and always stops the server it started. The same server also serves the bundle as it
+ships (its configs and trained ``models/model.pt`` untouched, as ``<name>_shipped``), which must
+segment the sample MR's liver.
 
 MONAI Label lives in its own virtual environment (``requirements-monailabel.txt``, built by
 ``.ci/run``), named by ``DALACE_MONAILABEL_VENV``; without it the test is skipped. The bundle runs
@@ -43,6 +45,7 @@ sys.path.insert(0, str(REPO / "tools"))
 import package_bundle  # noqa: E402
 
 NAME = package_bundle.DEFAULT_NAME
+SHIPPED = f"{NAME}_shipped"  # the bundle as it ships: real configs, trained weights
 MR = BUNDLE / "sample_data" / "mr" / "totalseg_mr_sm_image.nii.gz"
 MR_LABEL = BUNDLE / "sample_data" / "mr" / "totalseg_mr_sm_label.nii.gz"
 VENV = os.environ.get("DALACE_MONAILABEL_VENV", "")
@@ -110,6 +113,9 @@ def server(tmp_path_factory):
     bundle = app / "model" / NAME
     merged_config(["inference.yaml"], TINY, bundle / "configs" / "inference.json")
     merged_config(["train.yaml"], TINY_TRAIN, bundle / "configs" / "train.json")
+    shipped = tmp / "stage_shipped"
+    shutil.copytree(BUNDLE, shipped, ignore=shutil.ignore_patterns("runs", "eval", "checkpoints", "*.ts", "__pycache__"))
+    zipfile.ZipFile(package_bundle.package(bundle_dir=shipped, output_dir=tmp / "dist", name=SHIPPED)).extractall(app / "model")
 
     # studies: two labelled copies of the sample MR (MONAI Label's local datastore layout)
     studies = tmp / "studies"
@@ -121,7 +127,7 @@ def server(tmp_path_factory):
     port = free_port()
     log = open(tmp / "server.log", "w")
     cmd = [str(MONAILABEL), "start_server", "--app", str(app), "--studies", str(studies),
-           "--conf", "models", NAME, "--conf", "zoo_source", "github", "--conf", "sam2", "false",
+           "--conf", "models", f"{NAME},{SHIPPED}", "--conf", "zoo_source", "github", "--conf", "sam2", "false",
            "--host", "127.0.0.1", "--port", str(port)]
     proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
@@ -170,6 +176,24 @@ def test_infer_returns_a_mask_with_the_study_geometry(server, tmp_path):
     assert mask.shape == image.shape
     np.testing.assert_allclose(mask.affine, image.affine, atol=1e-3)
     assert set(np.unique(np.asarray(mask.dataobj)).tolist()) <= {0, 1}
+
+
+def test_shipped_bundle_segments_the_sample_liver(server, tmp_path):
+    """The bundle as it ships (inference.yaml, N4, models/model.pt) behind MONAI Label: the mask of
+    the sample MR overlaps its liver label (tests/test_shipped_model.py measures the same outside)."""
+    query = urllib.parse.urlencode({"image": "mr_a", "output": "image"})
+    form = urllib.parse.urlencode({"params": json.dumps({"device": "cpu"})}).encode()
+    status, body = http("POST", f"{server['base']}/infer/{SHIPPED}?{query}", data=form,
+                        headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 200, server["log"].read_text()[-3000:]
+    out = tmp_path / "mask.nii.gz"
+    out.write_bytes(body)
+    mask_img, label_img = nib.load(out), nib.load(MR_LABEL)
+    assert mask_img.shape == label_img.shape
+    np.testing.assert_allclose(mask_img.affine, label_img.affine, atol=1e-3)
+    mask, truth = np.asarray(mask_img.dataobj) > 0, np.asarray(label_img.dataobj) > 0
+    dice = 2 * (mask & truth).sum() / (mask.sum() + truth.sum())
+    assert dice >= 0.45, f"Dice {dice:.3f}:\n{server['log'].read_text()[-3000:]}"
 
 
 def test_train_rewrites_model_pt(server):
