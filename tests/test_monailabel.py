@@ -164,15 +164,19 @@ def test_info_lists_the_bundle_with_label_liver(server):
     assert NAME in info["trainers"]
 
 
-def test_infer_returns_a_mask_with_the_study_geometry(server, tmp_path):
+def infer(server, model: str, out: Path) -> nib.Nifti1Image:
+    """``POST /infer/<model>`` on study mr_a; the returned mask, saved to ``out``."""
     query = urllib.parse.urlencode({"image": "mr_a", "output": "image"})
     form = urllib.parse.urlencode({"params": json.dumps({"device": "cpu"})}).encode()
-    status, body = http("POST", f"{server['base']}/infer/{NAME}?{query}", data=form,
+    status, body = http("POST", f"{server['base']}/infer/{model}?{query}", data=form,
                         headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert status == 200, server["log"].read_text()[-3000:]
-    out = tmp_path / "mask.nii.gz"
     out.write_bytes(body)
-    mask, image = nib.load(out), nib.load(MR)
+    return nib.load(out)
+
+
+def test_infer_returns_a_mask_with_the_study_geometry(server, tmp_path):
+    mask, image = infer(server, NAME, tmp_path / "mask.nii.gz"), nib.load(MR)
     assert mask.shape == image.shape
     np.testing.assert_allclose(mask.affine, image.affine, atol=1e-3)
     assert set(np.unique(np.asarray(mask.dataobj)).tolist()) <= {0, 1}
@@ -181,14 +185,7 @@ def test_infer_returns_a_mask_with_the_study_geometry(server, tmp_path):
 def test_shipped_bundle_segments_the_sample_liver(server, tmp_path):
     """The bundle as it ships (inference.yaml, N4, models/model.pt) behind MONAI Label: the mask of
     the sample MR overlaps its liver label (tests/test_shipped_model.py measures the same outside)."""
-    query = urllib.parse.urlencode({"image": "mr_a", "output": "image"})
-    form = urllib.parse.urlencode({"params": json.dumps({"device": "cpu"})}).encode()
-    status, body = http("POST", f"{server['base']}/infer/{SHIPPED}?{query}", data=form,
-                        headers={"Content-Type": "application/x-www-form-urlencoded"})
-    assert status == 200, server["log"].read_text()[-3000:]
-    out = tmp_path / "mask.nii.gz"
-    out.write_bytes(body)
-    mask_img, label_img = nib.load(out), nib.load(MR_LABEL)
+    mask_img, label_img = infer(server, SHIPPED, tmp_path / "mask.nii.gz"), nib.load(MR_LABEL)
     assert mask_img.shape == label_img.shape
     np.testing.assert_allclose(mask_img.affine, label_img.affine, atol=1e-3)
     mask, truth = np.asarray(mask_img.dataobj) > 0, np.asarray(label_img.dataobj) > 0
