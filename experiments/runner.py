@@ -167,6 +167,13 @@ class Experiment:
     def tasks(self) -> list[str]:
         return sorted({c[2] for t in self.tables for c in table_cells(TABLES[t])}, key=["da", "dal", "joint"].index)
 
+    def folds(self) -> list[int]:
+        """The folds this invocation runs: ``only_folds``, else all."""
+        folds = [int(f) for f in self.s.list("only_folds") or range(self.s.folds)]
+        if any(not 0 <= f < self.s.folds for f in folds):
+            raise ValueError(f"only_folds {folds} outside 0..{self.s.folds - 1}")
+        return folds
+
     def cells(self) -> list[tuple[str, str, str, str, str, str]]:
         """(table, row, column, task, method, test modality) of every requested cell."""
         out = []
@@ -336,11 +343,8 @@ class Experiment:
         failures = {}
         todo: list[tuple] = []
         seen = set()
-        folds = [int(f) for f in self.s.list("only_folds") or range(self.s.folds)]
-        if any(not 0 <= f < self.s.folds for f in folds):
-            raise ValueError(f"only_folds {folds} outside 0..{self.s.folds - 1}")
         for t, row, col, task, mkey, test in self.cells():
-            for fold in folds:
+            for fold in self.folds():
                 todo.append((t, row, col, task, mkey, test, fold))
                 seen.add((task, mkey, fold))
         log.info(f"{len(todo)} table cells x folds, {len(seen)} (task, method, fold) trainings before reuse")

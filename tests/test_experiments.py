@@ -65,6 +65,15 @@ def test_items_get_absolute_paths_from_a_relative_dataset_dir(tmp_path, monkeypa
     assert items["mr"][0]["image"] == str(tmp_path / "data" / "mr" / "b.nii.gz")
 
 
+def test_only_folds_selects_the_folds_to_run(tmp_path):
+    run = lambda **kw: Experiment(Settings(datalist="d.json", output=str(tmp_path), folds=3, **kw)).folds()  # noqa: E731
+    assert run() == [0, 1, 2]
+    assert run(only_folds="0,2") == [0, 2]
+    assert run(only_folds=1) == [1]  # fire passes a lone number as an int
+    with pytest.raises(ValueError, match="outside 0..2"):
+        run(only_folds="3")
+
+
 def test_size_override_follows_the_options():
     s = Settings(datalist="d.json", output="o", epochs=20, width=8, spacing=5, slice_size=64)
     o = size_override(s)
