@@ -29,6 +29,9 @@ class Method:
         (inference.yaml + inference_unet.yaml; a plain U-Net).
     ct_eval: for joint learning's CT test: ``dalace`` (the run's model_ct.pt), ``unet`` (model.pt on CT),
         ``cyclegan_ct`` (CT -> MR translator then S, exported from the checkpoint), ``tdgan_ct`` (S on CT).
+    weights: ``final`` (models/model.pt: the weight average when the run keeps one) or ``raw`` (the
+        last raw weights, train/model_raw.pt).
+    run_as: the key of the method whose training this one evaluates (another view of the same run).
     """
 
     key: str
@@ -36,6 +39,8 @@ class Method:
     uses: tuple[str, ...]
     mr_eval: str = "dalace"
     ct_eval: str | None = None
+    weights: str = "final"
+    run_as: str | None = None
 
     def config_files(self) -> list[str]:
         files = [str(BUNDLE_CONFIGS / "train.yaml")]
@@ -55,11 +60,15 @@ _DA = {
     "dadr": Method("dadr", ("dadr.yaml",), ("ct", "mr"), "dalace"),
     "no_dam": Method("no_dam", ("no_dam.yaml",), ("ct", "mr"), "dalace"),
     "dalace": Method("dalace", (), ("ct", "mr"), "dalace"),
+    # the accuracy table (A): the appearance augmentation off, and the raw weights beside their average
+    "unet_ct_plain": Method("unet_ct_plain", ("unet_ct.yaml", "experiments/no_appearance.yaml"), ("ct",), "unet", "unet"),
+    "dalace_plain": Method("dalace_plain", ("experiments/no_appearance.yaml",), ("ct", "mr"), "dalace"),
+    "dalace_raw": Method("dalace_raw", (), ("ct", "mr"), "dalace", weights="raw", run_as="dalace"),
 }
 
 
 def _with(first: str, m: Method) -> Method:
-    return Method(m.key, (first, *m.configs), m.uses, m.mr_eval, m.ct_eval)
+    return Method(m.key, (first, *m.configs), m.uses, m.mr_eval, m.ct_eval, m.weights, m.run_as)
 
 
 METHODS: dict[str, dict[str, Method]] = {
@@ -133,6 +142,19 @@ TABLES: dict[str, Table] = {
             ("Joint CT&MR DALACE", "joint", "dalace"),
         ),
         (("CT tested DSC", None, "ct"), ("MR tested DSC", None, "mr")),
+    ),
+    "A": Table(
+        "A",
+        "Table A. Accuracy on the DA task: appearance augmentation and weight averaging (beyond the paper)",
+        (
+            ("CT-only U-Net, no appearance augmentation", "da", "unet_ct_plain"),
+            ("CT-only U-Net, appearance augmentation", "da", "unet_ct"),
+            ("DALACE, no appearance augmentation (averaged weights)", "da", "dalace_plain"),
+            ("DALACE, appearance augmentation, raw last weights", "da", "dalace_raw"),
+            ("DALACE, appearance augmentation, averaged weights (shipped recipe)", "da", "dalace"),
+            ("MR-supervised U-Net (upper bound)", "da", "unet_mr"),
+        ),
+        (("DSC (std)", None, "mr"),),
     ),
     "4": Table(
         "4",

@@ -69,6 +69,7 @@ class Settings:
     spacing: float = 1.5
     slice_size: int = 256
     warmup_fraction: float = 600 / 2600  # epochs before the pair game starts (paper: 600 of 2600)
+    amp: bool = False  # bfloat16 autocast in training (and in inference, where the configs allow it)
     surface_metrics: bool = True  # HD95 and ASD besides DSC (their KD-tree queries cost seconds per case)
     threads: int | None = 1  # torch CPU threads (None: torch's default); see run()
     only_folds: str | None = None  # comma list of folds to run now (e.g. one process per fold on a multi-core
@@ -110,6 +111,7 @@ def size_override(s: Settings) -> dict:
         "figure_interval": epochs,
         "val_interval": epochs,
         "num_workers": 0,
+        "amp": bool(s.amp),
     }
 
 
@@ -198,7 +200,7 @@ class Experiment:
             {"configs": [Path(c).name for c in configs], "size": size_override(self.s), "seed": self.s.seed,
              "bias_correction": self.s.bias_correction, "prepare_spacing": self.s.prepare_spacing, "items": train_items}
         )
-        run_dir = self.root / "runs" / f"{method.key}-{key}"
+        run_dir = self.root / "runs" / f"{method.run_as or method.key}-{key}"
         overrides = {
             "bundle_root": str(BUNDLE),
             "datalist": str(self.root / "datalists" / f"{task}.json"),
@@ -273,7 +275,10 @@ class Experiment:
         if not items:
             return None
         items = [{k: i[k] for k in ("image", "label", "id", "liver_value") if k in i} for i in items]
-        ekey = xdata.digest({"test": test, "items": items, "kind": method.mr_eval if test == "mr" else method.ct_eval})
+        ekey_of = {"test": test, "items": items, "kind": method.mr_eval if test == "mr" else method.ct_eval}
+        if method.weights != "final":
+            ekey_of["weights"] = method.weights
+        ekey = xdata.digest(ekey_of)
         edir = spec["dir"] / f"eval-{test}-{ekey}"
         done = edir / "eval.json"
         if done.exists():
@@ -289,6 +294,10 @@ class Experiment:
             ckpt = self._export_ct_model(spec, kind)
         else:
             ckpt = models / ("model.pt" if test == "mr" else "model_ct.pt")
+        if method.weights == "raw":
+            if test != "mr":
+                raise ValueError(f"{method.key}: raw weights are kept for the MR model only")
+            ckpt = spec["dir"] / "train" / "model_raw.pt"
         configs = [str(BUNDLE_CONFIGS / "inference.yaml"), str(BUNDLE_CONFIGS / "evaluate.yaml")]
         if unet:
             configs.append(str(BUNDLE_CONFIGS / "inference_unet.yaml"))

@@ -18,7 +18,7 @@ from .protocol import TABLES
 
 __all__ = ["write_tables", "cell_stats"]
 
-FILE_NAMES = {"1": "table1_da", "2": "table2_dal", "3": "table3_joint", "4": "table4_ablation"}
+FILE_NAMES = {"1": "table1_da", "2": "table2_dal", "3": "table3_joint", "4": "table4_ablation", "A": "tableA_accuracy"}
 
 
 def _mean_std(values) -> tuple[float, float, int]:

@@ -142,3 +142,40 @@ def test_same_seed_repeats_the_same_run_on_cpu(tmp_path, monkeypatch):
     wf.initialize()
     wf.run()
     assert (tmp_path / "c" / "run" / "losses.csv").read_text() != runs[0]
+
+
+def test_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path, monkeypatch):
+    """3 epochs in one go, and 2 epochs then ``resume`` for the third: the same weights, averages,
+    optimizers and best model (each epoch is seeded from (seed, epoch); the best Dice is checkpointed)."""
+    monkeypatch.chdir(BUNDLE)
+
+    def train(out, max_epochs, resume=False):
+        wf = ConfigWorkflow(config_file=config_files("dalace_da"), workflow_type="train",
+                            **overrides(out, max_epochs=max_epochs, resume=resume, seed=3))
+        wf.initialize()
+        wf.run()
+        wf.finalize()
+
+    train(tmp_path / "whole", 3)
+    train(tmp_path / "split", 2)
+    train(tmp_path / "split", 3, resume=True)
+    load = lambda p: torch.load(p, weights_only=True)  # noqa: E731
+    for name in ("model.pt", "model_ct.pt", "run/model_raw.pt", "run/checkpoints/checkpoint_epoch=3.pt"):
+        a, b = load(tmp_path / "whole" / name), load(tmp_path / "split" / name)
+        flat_a, flat_b = _flatten(a), _flatten(b)
+        assert flat_a.keys() == flat_b.keys(), name
+        for k in flat_a:
+            assert torch.equal(flat_a[k], flat_b[k]) if isinstance(flat_a[k], torch.Tensor) else flat_a[k] == flat_b[k], f"{name}: {k}"
+    ckpt = load(tmp_path / "split" / "run/checkpoints/checkpoint_epoch=3.pt")
+    assert ckpt["ema"]["num_updates"] == 6 and 1 <= ckpt["key_metric"]["best_metric_epoch"] <= 3
+
+
+def _flatten(obj, prefix=""):
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    if isinstance(obj, (list, tuple)):
+        return _flatten(dict(enumerate(obj)), prefix)
+    return {prefix: obj}

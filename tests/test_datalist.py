@@ -290,7 +290,39 @@ def test_all_problems_at_once(dataset):
 
 
 def test_datalist_items_validates_a_copy_of_the_dataset(tmp_path, sample_dir):
-    """Paths resolve against dataset_dir, so a datalist works for a dataset copied elsewhere."""
-    shutil.copytree(sample_dir / "ct", tmp_path / "ct")
+    """Paths resolve against dataset_dir, so a datalist works for a dataset copied elsewhere (all of
+    it: the whole datalist is validated)."""
+    for m in ("ct", "mr"):
+        shutil.copytree(sample_dir / m, tmp_path / m)
     items = datalist_items(sample_dir / "datalist.json", dataset_dir=tmp_path, modality="ct", require_labels=True)
     assert items[0]["image"].startswith(str(tmp_path))
+
+
+def test_training_reports_every_problem_at_once_and_never_drops_unlabelled_ct(dataset):
+    """The configs' datalist_items validate the whole datalist as `python -m custom.data validate` does:
+    problems of other modalities and roles too, and a CT item without a label is an error naming it
+    (it used to be dropped silently, and each call reported only its own list)."""
+    from monai.bundle import ConfigParser
+
+    root, data, img, seg, affine = dataset
+    del data["ct"][0]["label"]
+    save(root / "b_label.nii.gz", (seg * 2).astype(np.uint8), affine)
+    data["mr"].append({"image": "gone.nii.gz"})
+    path = root / "datalist.json"
+    path.write_text(json.dumps(data))
+    expected = ["a_image.nii.gz: no 'label' given", "b_label.nii.gz: label values", "gone.nii.gz: missing file"]
+    for modality in ("ct", "mr"):
+        with pytest.raises(DatalistError) as info:
+            datalist_items(path, modality=modality, require_labels=modality == "ct")
+        assert len(info.value.problems) == 3 and all(e in str(info.value) for e in expected), str(info.value)
+    with pytest.raises(DatalistError, match="a_image.nii.gz: no 'label' given"):
+        datalist_items(path, modality="ct", require_labels=True, validate=False)
+    parser = ConfigParser()
+    parser.read_config(str(REPO_ROOT / "bundle" / "configs" / "train.yaml"))
+    parser.update({"bundle_root": str(REPO_ROOT / "bundle"), "dataset_dir": str(root), "datalist": str(path)})
+    with pytest.raises(Exception) as info:
+        parser.get_parsed_content("train#data#ct")
+    error = info.value
+    while not isinstance(error, DatalistError):
+        error = error.__cause__
+    assert len(error.problems) == 3

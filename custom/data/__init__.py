@@ -12,7 +12,7 @@ The format is described in :mod:`custom.data.datalist`.
 from .build import assign_folds, datalist_from_folder, datalist_from_manifest, write_datalist
 from .datalist import datalist_items, read_datalist_json, resolve_items
 from .errors import DatalistError
-from .validation import validate_datalist, validate_items
+from .validation import read_image, validate_datalist, validate_items
 
 __all__ = [
     "DatalistError",
@@ -21,6 +21,7 @@ __all__ = [
     "datalist_from_manifest",
     "datalist_items",
     "read_datalist_json",
+    "read_image",
     "resolve_items",
     "validate_datalist",
     "validate_items",

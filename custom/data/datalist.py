@@ -101,6 +101,9 @@ def _normalized(items: list[dict], default_liver_value, require_labels: bool) ->
     return out
 
 
+_VALIDATED: set[tuple] = set()  # whole datalists that passed validate_datalist in this process
+
+
 def datalist_items(
     datalist_file: str | os.PathLike,
     dataset_dir: str | os.PathLike | None = None,
@@ -120,9 +123,11 @@ def datalist_items(
         modality: ``"ct"`` or ``"mr"``.
         fold: held-out fold ``k`` or None for no held-out fold (see the module docstring).
         role: ``"train"``, ``"val"``, ``"all"`` or ``"test"``.
-        require_labels: keep only labelled items, with ``label`` and ``liver_value``; when False the
+        require_labels: items with ``label`` and ``liver_value``; MR keeps only its labelled items, while
+            every CT item must be labelled (an unlabelled one is an error naming it). When False the
             items carry no ``label`` at all, so that an unsupervised stream cannot use MR labels.
-        validate: check the returned files with :func:`custom.data.validate_items` first.
+        validate: check the whole datalist first with :func:`custom.data.validate_datalist`, as
+            ``python -m custom.data validate`` does: every list and file, all problems in one error.
         allow_2d: accept 2D images in that check.
         allow_empty: return ``[]`` when no item is left (optional roles, such as validation on labelled
             MR in the DA task, whose MR usually has no label at all).
@@ -130,7 +135,7 @@ def datalist_items(
     Every item has ``image``, ``id``, ``domain`` and ``fold`` (-1 when unset), plus ``label`` and
     ``liver_value`` when ``require_labels``. Raises :class:`DatalistError` when nothing is left.
     """
-    from .validation import validate_items  # local: validation imports this module
+    from .validation import validate_datalist  # local: validation imports this module
 
     if modality not in MODALITIES:
         raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}.")
@@ -149,14 +154,20 @@ def datalist_items(
         items = [i for i in items if i.get("fold") is None or int(i["fold"]) != int(fold)]
     elif role == "val" and fold is not None:
         items = [i for i in items if i.get("fold") is not None and int(i["fold"]) == int(fold)]
-    if require_labels:
+    if require_labels and modality != "ct":  # unlabelled MR is normal; unlabelled CT is a mistake, reported below
         items = [i for i in items if i.get("label")]
     if not items:
         if allow_empty:
             return []
         what = "labelled " if require_labels else ""
         raise DatalistError([f"{datalist_file}: no {what}'{key}' items for role '{role}' with fold {fold}"])
-    items = _normalized(items, data.get("liver_value", 1), require_labels)
-    if validate:
-        validate_items({key: items}, allow_2d=allow_2d, source=str(datalist_file))
-    return items
+    if validate:  # the whole datalist, not only this role's items: every problem in one error
+        # once per process and datalist version: a config asks for its CT, MR and validation items
+        checked = (str(Path(datalist_file).resolve()), str(dataset_dir), allow_2d, Path(datalist_file).stat().st_mtime_ns)
+        if checked not in _VALIDATED:
+            validate_datalist(datalist_file, dataset_dir, allow_2d=allow_2d)
+            _VALIDATED.add(checked)
+    unlabelled = [i["image"] for i in items if require_labels and not i.get("label")]
+    if unlabelled:
+        raise DatalistError([f"{image}: no 'label' given ('{key}' items must be labelled)" for image in unlabelled])
+    return _normalized(items, data.get("liver_value", 1), require_labels)

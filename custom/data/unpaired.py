@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from monai.data import CacheDataset
+from monai.data.utils import set_rnd
 from monai.transforms import Randomizable
 from torch.utils.data import Dataset
 
@@ -60,6 +61,15 @@ class UnpairedDataset(Randomizable, Dataset):
 
     def __len__(self) -> int:
         return self.length
+
+    def set_random_state(self, seed: int | None = None, state=None) -> UnpairedDataset:
+        """Seeds the MR pairing and, with ``seed``, each modality's random transforms (``set_rnd``
+        stops at an object that has this method, so the streams are reached from here)."""
+        super().set_random_state(seed, state)
+        if seed is not None:
+            set_rnd(self.ct, seed + 1)
+            set_rnd(self.mr, seed + 2)
+        return self
 
     def randomize(self, data=None) -> None:
         self._mr_index = int(self.R.randint(len(self.mr)))

@@ -18,7 +18,7 @@ from monai.transforms import LoadImage, Orientation
 from .datalist import MODALITIES, read_datalist_json, resolve_items
 from .errors import DatalistError
 
-__all__ = ["validate_datalist", "validate_items"]
+__all__ = ["read_image", "validate_datalist", "validate_items"]
 
 _loader = LoadImage(image_only=True, dtype=None)
 _ras = Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))
@@ -30,8 +30,12 @@ def _short(e: Exception) -> str:
     return f"{type(e).__name__}: {msg[:200]}"
 
 
-def _read(path: str, allow_2d: bool, problems: list[str]):
-    """The image as an array with its affine, or None after recording why it is unusable."""
+def read_image(path: str, problems: list[str], allow_2d: bool = False, single_channel: bool = False):
+    """The image as an array with its affine, or None after recording in ``problems`` why it is unusable.
+
+    With ``single_channel`` a 4D image of one channel (as some converters write a volume) is accepted
+    and returned as 3D; the check every consumer of these files needs, training's and inference's alike.
+    """
     if not os.path.exists(path):
         problems.append(f"{path}: missing file")
         return None
@@ -40,9 +44,13 @@ def _read(path: str, allow_2d: bool, problems: list[str]):
     except Exception as e:  # any reader failure means unreadable
         problems.append(f"{path}: unreadable ({_short(e)})")
         return None
+    channel_dim = img.meta.get("original_channel_dim")
+    if single_channel and img.ndim == 4 and isinstance(channel_dim, int) and img.shape[channel_dim] == 1:
+        img = img.squeeze(channel_dim)
     dims = (2, 3) if allow_2d else (3,)
     if img.ndim not in dims:
-        problems.append(f"{path}: {img.ndim}D image of shape {tuple(img.shape)}, expected {' or '.join(f'{d}D' for d in dims)}")
+        expected = " or ".join(f"{d}D" for d in dims) + (" or single-channel 4D" if single_channel else "")
+        problems.append(f"{path}: {img.ndim}D image of shape {tuple(img.shape)}, expected {expected}")
         return None
     arr = img.numpy()
     if not np.isfinite(arr).all():
@@ -123,7 +131,7 @@ def validate_items(
     def read(path: str):
         if path not in reads:
             found: list[str] = []
-            reads[path] = (_read(path, allow_2d, found), found)
+            reads[path] = (read_image(path, found, allow_2d), found)
             problems.extend(found)
         return reads[path][0]
 

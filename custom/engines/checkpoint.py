@@ -6,6 +6,8 @@ import glob
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,18 +15,28 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader
 
-__all__ = ["AtomicCheckpointSaver", "ResumeCheckpointLoader", "latest_checkpoint", "atomic_save"]
+__all__ = [
+    "AtomicCheckpointSaver",
+    "ResumeCheckpointLoader",
+    "atomic_path",
+    "atomic_save",
+    "check_checkpoint",
+    "latest_checkpoint",
+]
 
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file in the same folder, then an atomic rename over ``path``."""
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[str]:
+    """A temporary file ``.<name>.<random><suffix>`` beside ``path`` for the block to write; synced to
+    disk and renamed over ``path`` when the block ends, removed when it raises (a full disk, a kill):
+    ``path`` is either the complete new file or what it was before, never a partial one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
+        yield tmp
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
@@ -32,6 +44,30 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file in the same folder, then an atomic rename over ``path``."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def check_checkpoint(path: str | os.PathLike, what: str = "model checkpoint") -> str:
+    """``path`` if it loads with ``weights_only=True``; else an error whose first line names the file and
+    the problem (torch says "PytorchStreamReader failed reading zip archive" or a bare ``EOFError``)."""
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        size = os.path.getsize(path) if os.path.isfile(path) else None
+        if size == 0:
+            problem = "is empty (0 bytes): a save that never completed"
+        elif "weights only load failed" in str(e).lower():
+            problem = "holds more than tensors and is refused by weights_only=True loading"
+        else:
+            problem = f"is truncated or not a PyTorch checkpoint ({size} bytes)"
+        cause = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ValueError(f"{what} {os.path.abspath(path)!r} {problem}: {type(e).__name__}: {cause[:200]}") from e
+    return str(path)
 
 
 def latest_checkpoint(ckpt_dir: str | os.PathLike, required: bool = False) -> str | None:
@@ -128,6 +164,9 @@ class AtomicCheckpointSaver:
         atomic_save(self.state(), path)
         self._last_epoch = engine.state.epoch
         self.logger.info(f"saved checkpoint {path}")
+        # temporary files of runs killed while saving (a folder is written by one run at a time)
+        for stale in self.save_dir.glob(f".{glob.escape(path.name) if self.filename else 'checkpoint_epoch=*.pt'}.*.tmp"):
+            stale.unlink(missing_ok=True)
         if self.filename is None and self.n_saved:
             kept = sorted(
                 glob.glob(str(self.save_dir / "checkpoint_epoch=*.pt")), key=lambda f: int(Path(f).stem.split("=")[-1])

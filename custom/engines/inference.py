@@ -1,5 +1,6 @@
-"""What ``configs/inference.yaml`` needs beyond MONAI: turning its ``input`` into a datalist, and a
-clear error when the trained weights are missing.
+"""What ``configs/inference.yaml`` needs beyond MONAI: turning what the user named (``input``, or the
+model zoo's ``dataset_dir`` and ``datalist``) into a datalist, and clear errors, before any compute,
+when the trained weights are missing or the output folder cannot be written.
 
 ``input`` may be one image file (NIfTI, NRRD, MetaImage...), a DICOM series folder, a folder of
 image files or of DICOM series folders, a JSON datalist, or an already built list; every item
@@ -9,12 +10,16 @@ becomes a dict ``{"image": path, ...}`` as MONAI's ``Dataset`` expects.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["IMAGE_SUFFIXES", "list_inputs", "require_file"]
+__all__ = ["IMAGE_SUFFIXES", "list_inputs", "require_file", "require_writable_dir", "select_inputs"]
+
+logger = logging.getLogger(__name__)
 
 #: file names that are read as one image each (ITK or nibabel); anything else in a folder is taken
 #: to be part of a DICOM series.
@@ -77,7 +82,8 @@ def list_inputs(
         path_keys: the item keys that hold paths.
 
     Raises:
-        FileNotFoundError: ``input`` or an image of the list does not exist.
+        FileNotFoundError: ``input`` does not exist (the files of a list are checked, all at once, by
+            :class:`custom.engines.input_check.InputCheck`).
         ValueError: an empty datalist, or a missing label where ``require_label``.
     """
     base = Path(base_dir) if base_dir else None
@@ -118,9 +124,6 @@ def list_inputs(
             raise ValueError(f"datalist item {d!r} has no 'image'.")
         if require_label and d.get("label") is None:
             raise ValueError(f"datalist item {d['image']!r} has no 'label' to evaluate against.")
-        for k in path_keys:
-            if isinstance(d.get(k), str) and not os.path.exists(d[k]):
-                raise FileNotFoundError(f"{k} {d[k]!r} of the datalist does not exist.")
     return data
 
 
@@ -129,4 +132,60 @@ def require_file(path: str | os.PathLike, what: str = "model checkpoint", hint: 
     if not os.path.isfile(path):
         msg = f"{what} not found: {os.path.abspath(path)!r}."
         raise FileNotFoundError(f"{msg} {hint}".strip())
+    return str(path)
+
+
+def select_inputs(
+    input: Any = None,
+    dataset_dir: str | os.PathLike | None = None,
+    datalist: Any = None,
+    default: Any = None,
+    datalist_key: str = "testing",
+    require_label: bool = False,
+) -> list[dict]:
+    """The datalist of what the user named, in one of two ways, never both, so that a run cannot
+    segment something else (as ``--dataset_dir`` once silently segmented the embedded sample):
+
+    - ``input``: see :func:`list_inputs`;
+    - the MONAI model zoo's ids: ``datalist`` (a JSON datalist or a list), its relative paths taken
+      from ``dataset_dir`` when given (else from the JSON's folder); or ``dataset_dir`` alone, a
+      folder whose images (and DICOM series folders) are the cases.
+
+    With none of them, ``default`` (the embedded sample), said in the log. ``datalist_key`` and
+    ``require_label`` are :func:`list_inputs`'s.
+    """
+    named = {k: v for k, v in (("input", input), ("dataset_dir", dataset_dir), ("datalist", datalist)) if v is not None}
+    if input is not None and len(named) > 1:
+        raise ValueError(
+            f"inference inputs named twice: {named}; give either 'input' or the model zoo's "
+            "'dataset_dir' (a folder of images) and/or 'datalist' (a datalist JSON), not both."
+        )
+    if dataset_dir is not None and not os.path.isdir(os.path.expanduser(str(dataset_dir))):
+        raise NotADirectoryError(f"dataset_dir {os.path.abspath(str(dataset_dir))!r} is not a folder.")
+    if datalist is not None:
+        return list_inputs(datalist, datalist_key, require_label, base_dir=None if dataset_dir is None else str(dataset_dir))
+    if dataset_dir is not None:
+        return list_inputs(dataset_dir, datalist_key, require_label)
+    if input is None:
+        if default is None:
+            raise ValueError("no inference input: give 'input', or 'dataset_dir' and/or 'datalist'.")
+        logger.info(f"no input, dataset_dir or datalist given: segmenting the default input {default}")
+        input = default
+    return list_inputs(input, datalist_key, require_label)
+
+
+def require_writable_dir(path: str | os.PathLike, what: str = "output_dir") -> str:
+    """``path``, created if needed, after a test write; else an ``OSError`` naming it and the cause, so
+    that an output that cannot be written fails before the inference rather than after it."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write_test.", dir=path)
+        try:
+            os.write(fd, b"0")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as e:
+        raise OSError(f"{what} {os.path.abspath(path)!r} cannot be created or written: {e.strerror or e}") from e
     return str(path)

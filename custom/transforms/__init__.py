@@ -7,10 +7,31 @@ augmentation, inversion) is MONAI's own; see the bundle's ``configs/train.yaml``
   applied at full resolution.
 - :class:`LiverLabeld`: binary liver mask from a label map whose liver value is declared in the datalist.
 - :class:`SafeSpacingd`: ``Spacingd`` that tolerates MONAI Label's ``image_path`` string key.
+- :class:`RandLocationScaleIntensityd`, :class:`RandConvIntensityd` (and array forms): random
+  appearance augmentation of the CT training slices (Bezier/location-scale, random convolutions).
 """
+
+from .appearance import (
+    RandConvIntensity,
+    RandConvIntensityd,
+    RandLocationScaleIntensity,
+    RandLocationScaleIntensityd,
+    bezier_curve,
+)
 
 from .labels import LiverLabeld
 from .n4 import N4BiasFieldCorrection, N4BiasFieldCorrectiond, otsu_threshold
 from .spacing import SafeSpacingd
 
-__all__ = ["LiverLabeld", "N4BiasFieldCorrection", "N4BiasFieldCorrectiond", "SafeSpacingd", "otsu_threshold"]
+__all__ = [
+    "LiverLabeld",
+    "N4BiasFieldCorrection",
+    "N4BiasFieldCorrectiond",
+    "RandConvIntensity",
+    "RandConvIntensityd",
+    "RandLocationScaleIntensity",
+    "RandLocationScaleIntensityd",
+    "SafeSpacingd",
+    "bezier_curve",
+    "otsu_threshold",
+]
