@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from custom.engines import latest_checkpoint
+from custom.handlers import latest_checkpoint
 
 from . import data as xdata
 from .protocol import BUNDLE, BUNDLE_CONFIGS, METHODS, TABLES, Method, table_cells

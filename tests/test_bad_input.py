@@ -19,10 +19,10 @@ from ignite.engine import Engine
 from monai.bundle import ConfigParser, ConfigWorkflow
 from monai.data import MetaTensor
 
-from custom.engines import AtomicCheckpointSaver, check_checkpoint
-from custom.engines.inference import require_writable_dir, select_inputs
-from custom.engines.input_check import InputCheck, InputError, resampled_voxels
-from custom.engines.saving import AtomicSaveImaged
+from custom.data import select_inputs
+from custom.handlers import AtomicCheckpointSaver, check_checkpoint
+from custom.handlers.input_check import InputCheck, InputError, require_writable_dir, resampled_voxels
+from custom.transforms import AtomicSaveImaged
 from tests.test_inference import BUNDLE, CT, FAST, INFERENCE, MR, TINY, tiny_checkpoint
 
 NO_N4 = {"bias_correction": False, "largest_component": False}

@@ -15,7 +15,7 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow
 
-from custom.engines import latest_checkpoint
+from custom.handlers import latest_checkpoint
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
 TINY = str(Path(__file__).resolve().parent / "configs" / "tiny.yaml")

@@ -17,7 +17,7 @@ from monai.handlers import MeanDice, from_engine
 from monai.metrics import HausdorffDistanceMetric, SurfaceDistanceMetric
 from scipy import ndimage
 
-from custom.engines.evaluation import MetricsReport, SpacingMetricHandler
+from custom.handlers import MetricsReport, SpacingMetricHandler
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
 CONFIGS = [str(BUNDLE / "configs" / "inference.yaml"), str(BUNDLE / "configs" / "evaluate.yaml")]

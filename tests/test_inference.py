@@ -18,7 +18,7 @@ import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
 
 import custom.transforms
-from custom.engines.inference import list_inputs
+from custom.data import list_inputs
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundle"

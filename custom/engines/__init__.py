@@ -1,29 +1,6 @@
-"""MONAI workflows for DALACE: the adversarial trainer, atomic checkpoints, figures."""
+"""MONAI trainers of DALACE and of the CycleGAN/TD-GAN baselines: one forward pass, several optimizers."""
 
-from .checkpoint import (
-    AtomicCheckpointSaver,
-    ResumeCheckpointLoader,
-    atomic_path,
-    atomic_save,
-    check_checkpoint,
-    latest_checkpoint,
-)
-from .figures import ImageGridHandler, LossLogger, save_image_grid
+from .cyclegan import CycleGANTrainer
 from .trainer import DALACETrainer, MultiOptimizerTrainer, prepare_unpaired_batch
-from .translation import CycleGANTrainer
 
-__all__ = [
-    "AtomicCheckpointSaver",
-    "CycleGANTrainer",
-    "DALACETrainer",
-    "ImageGridHandler",
-    "LossLogger",
-    "MultiOptimizerTrainer",
-    "ResumeCheckpointLoader",
-    "atomic_path",
-    "atomic_save",
-    "check_checkpoint",
-    "latest_checkpoint",
-    "prepare_unpaired_batch",
-    "save_image_grid",
-]
+__all__ = ["CycleGANTrainer", "DALACETrainer", "MultiOptimizerTrainer", "prepare_unpaired_batch"]

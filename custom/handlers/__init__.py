@@ -1,7 +1,28 @@
 """Ignite/MONAI event handlers of the DALACE workflows (attached to trainers and evaluators by the configs)."""
 
+from .checkpoint import AtomicCheckpointSaver, ResumeCheckpointLoader, check_checkpoint, latest_checkpoint
 from .epoch_seed import EpochSeedHandler
+from .figures import ImageGridHandler, LossLogger, save_image_grid
+from .input_check import InputCheck, InputError, require_file, require_writable_dir
 from .key_metric import KeyMetricState
+from .metrics import MetricsReport, SpacingMetricHandler
 from .weight_averaging import ExponentialMovingAverage
 
-__all__ = ["EpochSeedHandler", "ExponentialMovingAverage", "KeyMetricState"]
+__all__ = [
+    "AtomicCheckpointSaver",
+    "EpochSeedHandler",
+    "ExponentialMovingAverage",
+    "ImageGridHandler",
+    "InputCheck",
+    "InputError",
+    "KeyMetricState",
+    "LossLogger",
+    "MetricsReport",
+    "ResumeCheckpointLoader",
+    "SpacingMetricHandler",
+    "check_checkpoint",
+    "latest_checkpoint",
+    "require_file",
+    "require_writable_dir",
+    "save_image_grid",
+]

@@ -6,6 +6,7 @@ augmentation, inversion) is MONAI's own; see the bundle's ``configs/train.yaml``
 - :class:`N4BiasFieldCorrectiond`: MR bias-field correction with ITK's N4, fitted on a shrunk copy and
   applied at full resolution.
 - :class:`LiverLabeld`: binary liver mask from a label map whose liver value is declared in the datalist.
+- :class:`AtomicSaveImaged`: ``SaveImaged`` that writes each file to a temporary name and renames it.
 - :class:`SafeSpacingd`: ``Spacingd`` that tolerates MONAI Label's ``image_path`` string key.
 - :class:`RandLocationScaleIntensityd`, :class:`RandConvIntensityd` (and array forms): random
   appearance augmentation of the CT training slices (Bezier/location-scale, random convolutions).
@@ -18,12 +19,13 @@ from .appearance import (
     RandLocationScaleIntensityd,
     bezier_curve,
 )
-
+from .io import AtomicSaveImaged
 from .labels import LiverLabeld
 from .n4 import N4BiasFieldCorrection, N4BiasFieldCorrectiond, otsu_threshold
 from .spacing import SafeSpacingd
 
 __all__ = [
+    "AtomicSaveImaged",
     "LiverLabeld",
     "N4BiasFieldCorrection",
     "N4BiasFieldCorrectiond",

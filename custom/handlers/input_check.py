@@ -6,12 +6,16 @@ and a volume whose resampled grid is enormous runs until it is killed. :class:`I
 every input before the first case (:func:`custom.data.read_image`, the training's check), reports
 every unusable one at once by name and cause, lets the good ones be segmented, and, attached to the
 evaluator as a handler, ends the run with a summary line and an error when any input was skipped.
+:func:`require_file` and :func:`require_writable_dir` fail before any compute when the weights are
+missing or the output folder cannot be written.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
+import tempfile
 from collections.abc import Mapping, Sequence
 
 import nibabel as nib
@@ -20,7 +24,7 @@ from ignite.engine import Engine, Events
 
 from custom.data import read_image
 
-__all__ = ["InputCheck", "InputError", "resampled_voxels"]
+__all__ = ["InputCheck", "InputError", "require_file", "require_writable_dir", "resampled_voxels"]
 
 
 class InputError(ValueError):
@@ -148,3 +152,28 @@ class InputCheck:
             self.logger.info(summary)
             return
         raise InputError(self.problems, header=f"{summary}; {len(self.skipped)} skipped as unusable")
+
+
+def require_file(path: str | os.PathLike, what: str = "model checkpoint", hint: str = "") -> str:
+    """``path`` if it is a file, else a ``FileNotFoundError`` naming it (and ``hint``: how to get it)."""
+    if not os.path.isfile(path):
+        msg = f"{what} not found: {os.path.abspath(path)!r}."
+        raise FileNotFoundError(f"{msg} {hint}".strip())
+    return str(path)
+
+
+def require_writable_dir(path: str | os.PathLike, what: str = "output_dir") -> str:
+    """``path``, created if needed, after a test write; else an ``OSError`` naming it and the cause, so
+    that an output that cannot be written fails before the inference rather than after it."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write_test.", dir=path)
+        try:
+            os.write(fd, b"0")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as e:
+        raise OSError(f"{what} {os.path.abspath(path)!r} cannot be created or written: {e.strerror or e}") from e
+    return str(path)

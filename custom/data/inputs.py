@@ -1,6 +1,5 @@
-"""What ``configs/inference.yaml`` needs beyond MONAI: turning what the user named (``input``, or the
-model zoo's ``dataset_dir`` and ``datalist``) into a datalist, and clear errors, before any compute,
-when the trained weights are missing or the output folder cannot be written.
+"""Inference inputs as a datalist: what the user named (``input``, or the model zoo's ``dataset_dir``
+and ``datalist``) turned into the items ``configs/inference.yaml`` segments, and their case names.
 
 ``input`` may be one image file (NIfTI, NRRD, MetaImage...), a DICOM series folder, a folder of
 image files or of DICOM series folders, a JSON datalist, or an already built list; every item
@@ -12,12 +11,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["IMAGE_SUFFIXES", "list_inputs", "require_file", "require_writable_dir", "select_inputs"]
+__all__ = ["IMAGE_SUFFIXES", "case_name", "list_inputs", "select_inputs"]
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +23,15 @@ logger = logging.getLogger(__name__)
 #: to be part of a DICOM series.
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 _SKIP = (".json", ".txt", ".md", ".csv", ".zip", ".yaml", ".yml")
+
+
+def case_name(path: str) -> str:
+    """``/a/b/case_01.nii.gz`` -> ``case_01``; a DICOM folder keeps its folder name."""
+    name = os.path.basename(os.path.normpath(str(path)))
+    for ext in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return name
 
 
 def _is_image_file(path: Path) -> bool:
@@ -83,7 +90,7 @@ def list_inputs(
 
     Raises:
         FileNotFoundError: ``input`` does not exist (the files of a list are checked, all at once, by
-            :class:`custom.engines.input_check.InputCheck`).
+            :class:`custom.handlers.InputCheck`).
         ValueError: an empty datalist, or a missing label where ``require_label``.
     """
     base = Path(base_dir) if base_dir else None
@@ -127,14 +134,6 @@ def list_inputs(
     return data
 
 
-def require_file(path: str | os.PathLike, what: str = "model checkpoint", hint: str = "") -> str:
-    """``path`` if it is a file, else a ``FileNotFoundError`` naming it (and ``hint``: how to get it)."""
-    if not os.path.isfile(path):
-        msg = f"{what} not found: {os.path.abspath(path)!r}."
-        raise FileNotFoundError(f"{msg} {hint}".strip())
-    return str(path)
-
-
 def select_inputs(
     input: Any = None,
     dataset_dir: str | os.PathLike | None = None,
@@ -172,20 +171,3 @@ def select_inputs(
         logger.info(f"no input, dataset_dir or datalist given: segmenting the default input {default}")
         input = default
     return list_inputs(input, datalist_key, require_label)
-
-
-def require_writable_dir(path: str | os.PathLike, what: str = "output_dir") -> str:
-    """``path``, created if needed, after a test write; else an ``OSError`` naming it and the cause, so
-    that an output that cannot be written fails before the inference rather than after it."""
-    try:
-        os.makedirs(path, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write_test.", dir=path)
-        try:
-            os.write(fd, b"0")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-            os.unlink(probe)
-    except OSError as e:
-        raise OSError(f"{what} {os.path.abspath(path)!r} cannot be created or written: {e.strerror or e}") from e
-    return str(path)

@@ -13,14 +13,14 @@ from monai.data import MetaTensor
 from monai.transforms import SaveImaged
 from monai.utils import MetaKeys
 
-from .checkpoint import atomic_path
+from custom.utils import atomic_path
 
 __all__ = ["AtomicSaveImaged"]
 
 
 class AtomicSaveImaged(SaveImaged):
     """MONAI's ``SaveImaged`` (same arguments) writing each file to a temporary name in its folder
-    (:func:`custom.engines.atomic_path`) and renaming it when complete. A failed write raises an
+    (:func:`custom.utils.atomic_path`) and renaming it when complete. A failed write raises an
     ``OSError`` whose first line names the file and the cause, and leaves no file behind. Being a
     ``SaveImaged``, it is dropped where MONAI Label drops the bundle's savers.
 

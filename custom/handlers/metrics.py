@@ -24,7 +24,9 @@ from monai.handlers import IgniteMetricHandler
 from monai.metrics import CumulativeIterationMetric
 from monai.utils import ImageMetaKey
 
-__all__ = ["MetricsReport", "SpacingMetricHandler", "case_name", "voxel_spacing"]
+from custom.data.inputs import case_name
+
+__all__ = ["MetricsReport", "SpacingMetricHandler", "voxel_spacing"]
 
 
 def voxel_spacing(*tensors: torch.Tensor, spatial_dims: int = 3, index: int = 0) -> list[float] | None:
@@ -39,15 +41,6 @@ def voxel_spacing(*tensors: torch.Tensor, spatial_dims: int = 3, index: int = 0)
                 affine = affine[min(index, affine.shape[0] - 1)]
             return [float(s) for s in affine_to_spacing(affine, r=spatial_dims, suppress_zeros=True)]
     return None
-
-
-def case_name(path: str) -> str:
-    """``/a/b/case_01.nii.gz`` -> ``case_01``; a DICOM folder keeps its folder name."""
-    name = os.path.basename(os.path.normpath(str(path)))
-    for ext in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"):
-        if name.lower().endswith(ext):
-            return name[: -len(ext)]
-    return name
 
 
 class SpacingMetricHandler(IgniteMetricHandler):

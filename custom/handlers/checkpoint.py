@@ -5,9 +5,6 @@ from __future__ import annotations
 import glob
 import logging
 import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,41 +12,14 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader
 
+from custom.utils import atomic_save
+
 __all__ = [
     "AtomicCheckpointSaver",
     "ResumeCheckpointLoader",
-    "atomic_path",
-    "atomic_save",
     "check_checkpoint",
     "latest_checkpoint",
 ]
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[str]:
-    """A temporary file ``.<name>.<random><suffix>`` beside ``path`` for the block to write; synced to
-    disk and renamed over ``path`` when the block ends, removed when it raises (a full disk, a kill):
-    ``path`` is either the complete new file or what it was before, never a partial one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        yield tmp
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file in the same folder, then an atomic rename over ``path``."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
 
 
 def check_checkpoint(path: str | os.PathLike, what: str = "model checkpoint") -> str:
