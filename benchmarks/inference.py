@@ -52,6 +52,12 @@ STAGES = {
 }
 
 
+def stage_of(transform, default: str) -> str:
+    """The reported stage of a transform, by its class or the nearest MONAI class it extends
+    (``AtomicSaveImaged`` is a ``SaveImaged``)."""
+    return next((STAGES[c.__name__] for c in type(transform).__mro__ if c.__name__ in STAGES), default)
+
+
 class BudgetedNetwork(torch.nn.Module):
     """Times every call of ``net``; after ``max_calls`` real calls, returns the last output unchanged."""
 
@@ -157,7 +163,7 @@ def run_case(spec: dict) -> dict:
 
     data = {"image": spec["image"]}
     for t in preprocessing.transforms:
-        name = STAGES.get(type(t).__name__, "other_pre")
+        name = stage_of(t, "other_pre")
         data = _stage(stages, name, lambda t=t, d=data: apply_transform(t, d), device)
         if name == "read":
             input_shape = list(data["image"].shape[-3:])
@@ -199,7 +205,7 @@ def run_case(spec: dict) -> dict:
 
     data = _stage(stages, "decollate", to_items, device)
     for t in postprocessing.transforms:
-        name = STAGES.get(type(t).__name__, "other_post")
+        name = stage_of(t, "other_post")
         data = _stage(stages, name, lambda t=t, d=data: apply_transform(t, d), device)
     written = sorted(str(p) for p in Path(out_dir).glob("*_seg.nii.gz"))
 
