@@ -81,15 +81,11 @@ def run_training(
     t0 = time.perf_counter()
     trainer = build_trainer(width, size, batch, device, amp, num_res_blocks, features)
     build_s = time.perf_counter() - t0
-    trainer.scaler = None  # bfloat16 autocast needs no gradient scaler (MultiOptimizerTrainer.run)
-    trainer.state.epoch = 1
-    trainer.state.device = torch.device(device)
     data = synthetic_batch(batch, size, device)
     params = sum(p.numel() for p in trainer.network.parameters())
 
     def iteration():
-        trainer.state.iteration += 1
-        return trainer._iteration(trainer, data)
+        return trainer.train_step(data)
 
     # 1) the counted iteration (also the warm-up: first-call allocations, oneDNN primitives)
     sync(device)
@@ -128,7 +124,7 @@ def run_training(
         "width": width,
         "image_size": [size, size],
         "batch_size": batch,
-        "num_res_blocks": trainer.network.hparams["num_res_blocks"],
+        "num_res_blocks": trainer.network.anatomy_encoders["ct"].num_res_blocks,
         "segmenter_features": list(getattr(trainer.network.segmenter, "_features", []) or []) or features,
         "amp_bf16": amp,
         "device": device,

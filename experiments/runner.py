@@ -251,20 +251,13 @@ class Experiment:
         return record
 
     def _export_ct_model(self, spec: dict, kind: str) -> Path:
-        """CT inference networks the bundle does not write: CycleGAN's CT -> MR translator followed by
-        S (``cyclegan_ct``, a DomainAgnosticSegmenter-shaped network) and TD-GAN's S alone (``tdgan_ct``)."""
-        from custom.networks.inference import DomainAgnosticSegmenter
-
+        """CT inference networks the bundle does not write (``CycleGAN.inference_network('ct', ...)``):
+        CycleGAN's CT -> MR translator followed by S (``cyclegan_ct``) and TD-GAN's S alone (``tdgan_ct``)."""
         out = spec["dir"] / "models" / f"model_{kind}.pt"
         if out.exists():
             return out
         net = load_trained_network(spec["dir"])
-        if kind == "cyclegan_ct":
-            tr = net.translators["ct2mr"]
-            module = DomainAgnosticSegmenter(net.segmenter, anatomy_encoder=tr.anatomy_encoder, generator=tr.generator, **net.hparams)
-        else:
-            module = net.segmenter
-        torch.save(module.state_dict(), out)
+        torch.save(net.inference_network("ct", task_driven=kind == "tdgan_ct").state_dict(), out)
         return out
 
     def evaluate(self, spec: dict, method: Method, test: str) -> dict | None:

@@ -1,5 +1,7 @@
 """Shapes of every DALACE path, paper-default code sizes, TorchScript of the inference network."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from monai.networks.nets import BasicUNet
@@ -7,6 +9,8 @@ from monai.networks.nets import BasicUNet
 from custom.networks import (
     DALACE,
     AnatomyEncoder,
+    AnatomyTranslator,
+    CycleGAN,
     DomainAgnosticSegmenter,
     ModalityEncoder,
     PairDiscriminator,
@@ -122,3 +126,34 @@ def test_parameter_groups_partition_the_model(tiny_model):
     ) == everything
     assert ids(groups["anatomy"]) < ids(groups["autoencoder"])
     assert not ids(groups["segmenter"]) & ids(groups["autoencoder"])
+
+
+def _prefixed(module: torch.nn.Module, prefix: str) -> list[str]:
+    return [f"{prefix}{k}" for k in module.state_dict()]
+
+
+def test_state_dict_keys_are_those_of_the_shipped_checkpoints(tiny_model):
+    """The encoder-generator pair is built once (AnatomyTranslator), but every network keeps the keys its
+    checkpoints were saved with: DALACE per modality in anatomy_encoders/generators, CycleGAN's
+    translators as pairs, and both inference networks with the keys of bundle/models/model.pt."""
+    pair_kw = {k: TINY[k] for k in ("base_channels", "num_res_blocks", "code_dim", "mlp_channels")}
+    pair = AnatomyTranslator(**pair_kw)
+    encoder, generator = _prefixed(pair.anatomy_encoder, ""), _prefixed(pair.generator, "")
+    keys = list(tiny_model.state_dict())
+    for m in ("ct", "mr"):
+        assert [k for k in keys if k.startswith(f"anatomy_encoders.{m}.")] == [f"anatomy_encoders.{m}.{k}" for k in encoder]
+        assert [k for k in keys if k.startswith(f"generators.{m}.")] == [f"generators.{m}.{k}" for k in generator]
+    cyclegan = CycleGAN(tiny_unet(), **{k: TINY[k] for k in ("base_channels", "num_res_blocks", "mlp_channels", "disc_channels", "disc_layers")})
+    for d in ("ct2mr", "mr2ct"):
+        assert _prefixed(cyclegan.translators[d], f"translators.{d}.") == _prefixed(pair, f"translators.{d}.")
+    built = list(DomainAgnosticSegmenter(tiny_unet(), **pair_kw).state_dict())  # as inference.yaml's network_def
+    for net in (
+        tiny_model.inference_network("mr"),
+        cyclegan.inference_network("mr", task_driven=True),
+        cyclegan.inference_network("ct", task_driven=False),
+    ):
+        assert list(net.state_dict()) == built
+    shipped = torch.load(Path(__file__).resolve().parents[1] / "bundle" / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert list(dict.fromkeys(k.split(".")[0] for k in shipped)) == list(dict.fromkeys(k.split(".")[0] for k in built))
+    assert cyclegan.inference_network("mr") is cyclegan.segmenter
+    assert cyclegan.inference_network("ct", task_driven=True) is cyclegan.segmenter

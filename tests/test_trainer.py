@@ -126,3 +126,26 @@ def test_mixed_precision_runs_the_networks_in_bfloat16(variant):
     assert all(torch.isfinite(torch.tensor(v)) for v in outputs[0][1].values())
     assert moved(net, before)
     assert all(p.dtype == torch.float32 for p in net.parameters())  # weights stay float32
+
+
+def test_iteration_fires_monai_iteration_events_in_order():
+    """MONAI handlers that listen to IterationEvents (as on SupervisedTrainer) see them once per iteration."""
+    from monai.engines import IterationEvents
+
+    trainer, _, _, _ = make(batches=2, pair_warmup_epochs=0)
+    fired = []
+    for event in (IterationEvents.FORWARD_COMPLETED, IterationEvents.LOSS_COMPLETED,
+                  IterationEvents.BACKWARD_COMPLETED, IterationEvents.MODEL_COMPLETED):
+        trainer.add_event_handler(event, lambda e, name=event.name: fired.append(name))
+    trainer.run()
+    assert fired == ["FORWARD_COMPLETED", "LOSS_COMPLETED", "BACKWARD_COMPLETED", "MODEL_COMPLETED"] * 2
+
+
+def test_amp_kwargs_default_to_bfloat16_and_train_step_is_one_iteration():
+    trainer, net, _, _ = make(batches=1)
+    assert trainer.amp_kwargs["dtype"] == torch.bfloat16 and trainer.scaler is None
+    fp16, *_ = make(batches=1, amp=True, amp_kwargs={"dtype": "float16"})
+    assert fp16.amp_kwargs["dtype"] == torch.float16 and fp16.scaler is not None
+    before = snapshot(net)
+    out = trainer.train_step(trainer.data_loader[0])
+    assert trainer.state.iteration == 1 and moved(net, before) and torch.isfinite(torch.tensor(out["loss"]))

@@ -53,44 +53,38 @@ class CycleGANTrainer(MultiOptimizerTrainer):
         mr_supervised: bool = False,
         **kwargs: Any,
     ) -> None:
-        super().__init__(device, max_epochs, train_data_loader, optimizers, **kwargs)
-        self.network, self.loss = network, loss
-        self.cycle_weight, self.task_driven, self.mr_supervised = cycle_weight, task_driven, mr_supervised
+        super().__init__(device, max_epochs, train_data_loader, network, optimizers, loss, mr_supervised, **kwargs)
+        self.cycle_weight, self.task_driven = cycle_weight, task_driven
         self.require_optimizers({"translators", "image_discriminators", "segmenter"})
 
-    def _iteration(self, engine: CycleGANTrainer, batchdata: dict) -> dict[str, float]:
-        batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking)
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.network(batch["ct_image"], batch["mr_image"])
+
+    def updates(self, batch: dict[str, torch.Tensor], p: dict[str, torch.Tensor]):
         x_ct, y_ct, x_mr = batch["ct_image"], batch["ct_label"], batch["mr_image"]
-        net, loss = engine.network, engine.loss
-        net.train()
-        with engine.autocast():
-            p = net(x_ct, x_mr)
-            logs: dict[str, torch.Tensor] = {}
-            adv = loss.cross_adversarial_generator(net.image_discriminators, p)
-            logs["gan/adv_ct2mr"], logs["gan/adv_mr2ct"] = adv["adv_ct2mr"], adv["adv_mr2ct"]
-            logs["gan/cycle_ct"] = F.l1_loss(p["ct_cycle"].float(), x_ct.float())
-            logs["gan/cycle_mr"] = F.l1_loss(p["mr_cycle"].float(), x_mr.float())
-            translators = adv["total"] + engine.cycle_weight * (logs["gan/cycle_ct"] + logs["gan/cycle_mr"])
-            disc = loss.cross_adversarial_discriminator(net.image_discriminators, p, x_ct, x_mr)
-            logs["gan/d_ct"], logs["gan/d_mr"] = disc["d_ct"], disc["d_mr"]
+        net, loss = self.network, self.loss
+        logs: dict[str, torch.Tensor] = {}
+        adv = loss.cross_adversarial_generator(net.image_discriminators, p)
+        logs["gan/adv_ct2mr"], logs["gan/adv_mr2ct"] = adv["adv_ct2mr"], adv["adv_mr2ct"]
+        logs["gan/cycle_ct"] = F.l1_loss(p["ct_cycle"].float(), x_ct.float())
+        logs["gan/cycle_mr"] = F.l1_loss(p["mr_cycle"].float(), x_mr.float())
+        translators = adv["total"] + self.cycle_weight * (logs["gan/cycle_ct"] + logs["gan/cycle_mr"])
+        disc = loss.cross_adversarial_discriminator(net.image_discriminators, p, x_ct, x_mr)
+        logs["gan/d_ct"], logs["gan/d_mr"] = disc["d_ct"], disc["d_mr"]
 
-            if engine.task_driven:
-                logs["seg/ce_ct"] = loss.segmentation(net.segmenter(x_ct).float(), y_ct)
-                logs["seg/ce_ct_cycle"] = loss.segmentation(net.segmenter(p["ct_cycle"]).float(), y_ct)
-                translators = translators + loss.ce_weight * logs["seg/ce_ct_cycle"]
-                seg = logs["seg/ce_ct"] + logs["seg/ce_ct_cycle"]
-            else:
-                logs["seg/ce_ct2mr"] = loss.segmentation(net.segmenter(p["ct2mr"].detach()).float(), y_ct)
-                seg = logs["seg/ce_ct2mr"]
-            if engine.mr_supervised:
-                if "mr_label" not in batch:
-                    raise ValueError("mr_supervised=True (joint learning) but the batch has no 'mr_label'.")
-                x = net.translators["mr2ct"](x_mr).detach() if engine.task_driven else x_mr
-                logs["seg/ce_mr"] = loss.segmentation(net.segmenter(x).float(), batch["mr_label"])
-                seg = seg + logs["seg/ce_mr"]
+        if self.task_driven:
+            logs["seg/ce_ct"] = loss.segmentation(net.segmenter(x_ct).float(), y_ct)
+            logs["seg/ce_ct_cycle"] = loss.segmentation(net.segmenter(p["ct_cycle"]).float(), y_ct)
+            translators = translators + loss.ce_weight * logs["seg/ce_ct_cycle"]
+            seg = logs["seg/ce_ct"] + logs["seg/ce_ct_cycle"]
+        else:
+            logs["seg/ce_ct2mr"] = loss.segmentation(net.segmenter(p["ct2mr"].detach()).float(), y_ct)
+            seg = logs["seg/ce_ct2mr"]
+        if self.mr_supervised:
+            x = net.translators["mr2ct"](x_mr).detach() if self.task_driven else x_mr
+            logs["seg/ce_mr"] = loss.segmentation(net.segmenter(x).float(), batch["mr_label"])
+            seg = seg + logs["seg/ce_mr"]
 
+        logs["loss"] = translators.detach() + seg.detach()
         updates = [("translators", translators), ("image_discriminators", disc["total"]), ("segmenter", loss.ce_weight * seg)]
-        engine.apply_updates(updates, net.parameter_groups())
-        out = {k: float(v.detach()) for k, v in logs.items()}
-        out["loss"] = float(translators.detach() + seg.detach())
-        return out
+        return updates, logs

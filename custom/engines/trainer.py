@@ -9,8 +9,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from ignite.engine import Events
-from monai.engines import Trainer
+from monai.engines import IterationEvents, Trainer
 from monai.engines.workflow import Workflow
+from monai.utils import CommonKeys as Keys
 from torch.optim import Optimizer
 
 from custom.losses import DALACELoss
@@ -32,16 +33,22 @@ def prepare_unpaired_batch(batch: dict, device: torch.device | str, non_blocking
 class MultiOptimizerTrainer(Trainer):
     """A MONAI ``Trainer`` whose iteration minimises several losses, each over its own parameters.
 
-    Subclasses build ``updates``, pairs of (optimizer name, loss), from one forward pass and call
-    :meth:`apply_updates`: every gradient is taken at the same parameters before any optimizer steps
-    (``torch.autograd.grad`` restricted to that optimizer's parameters), so no loss leaks into a
-    network it must not update, and one forward pass serves every update. Under DDP
-    (``torch.distributed`` initialised) gradients are averaged over processes here, which is why
+    This class owns the iteration (:meth:`_iteration`): batch to device, the joint-learning label
+    check, one forward pass (:meth:`forward`), the losses as a list of (optimizer name, loss) updates
+    and the logs (:meth:`updates`), then :meth:`apply_updates`, firing MONAI's ``IterationEvents`` on
+    the way as MONAI's ``SupervisedTrainer`` does. Every gradient is taken at the same parameters
+    before any optimizer steps (``torch.autograd.grad`` restricted to that optimizer's parameters), so
+    no loss leaks into a network it must not update, and one forward pass serves every update. Under
+    DDP (``torch.distributed`` initialised) gradients are averaged over processes here, which is why
     networks are not wrapped in ``DistributedDataParallel``.
 
     Args:
-        optimizers: name -> optimizer; ``parameter_groups[name]`` are the parameters it updates.
-        amp: autocast on the device; ``amp_dtype`` float16 adds a gradient scaler, bfloat16 needs none.
+        network: has ``parameter_groups()``, name -> parameters of the optimizer of that name.
+        optimizers: name -> optimizer.
+        loss: the loss terms, used by the subclass.
+        mr_supervised: batches carry ``mr_label`` (joint learning); checked before the forward pass.
+        amp: autocast on the device with ``amp_kwargs`` (MONAI's; default ``{"dtype": torch.bfloat16}``);
+            a ``float16`` dtype adds a gradient scaler, bfloat16 needs none.
         Others as MONAI's ``SupervisedTrainer``.
     """
 
@@ -50,16 +57,22 @@ class MultiOptimizerTrainer(Trainer):
         device: torch.device | str,
         max_epochs: int,
         train_data_loader: Iterable,
+        network: torch.nn.Module,
         optimizers: dict[str, Optimizer],
+        loss: torch.nn.Module,
+        mr_supervised: bool = False,
         epoch_length: int | None = None,
         non_blocking: bool = False,
         prepare_batch: Callable = prepare_unpaired_batch,
         train_handlers: Sequence | None = None,
         amp: bool = False,
-        amp_dtype: torch.dtype | str = torch.bfloat16,
+        amp_kwargs: dict | None = None,
         event_names: list | None = None,
         event_to_attr: dict | None = None,
     ) -> None:
+        amp_kwargs = {"dtype": torch.bfloat16, **(amp_kwargs or {})}
+        if isinstance(amp_kwargs["dtype"], str):
+            amp_kwargs["dtype"] = getattr(torch, amp_kwargs["dtype"])
         super().__init__(
             device=device,
             max_epochs=max_epochs,
@@ -72,9 +85,10 @@ class MultiOptimizerTrainer(Trainer):
             event_names=event_names,
             event_to_attr=event_to_attr,
             decollate=False,
+            amp_kwargs=amp_kwargs,
         )
-        self.optimizers = optimizers
-        self.amp_dtype = getattr(torch, amp_dtype) if isinstance(amp_dtype, str) else amp_dtype
+        self.network, self.optimizers, self.loss, self.mr_supervised = network, optimizers, loss, mr_supervised
+        self.scaler = torch.amp.GradScaler("cuda") if amp and amp_kwargs["dtype"] == torch.float16 else None
         self.add_event_handler(Events.STARTED, self._broadcast_from_rank0)
 
     @staticmethod
@@ -83,9 +97,8 @@ class MultiOptimizerTrainer(Trainer):
 
     def _broadcast_from_rank0(self, engine: MultiOptimizerTrainer) -> None:
         """Under DDP every process starts from rank 0's weights (seeds may differ per rank)."""
-        network = getattr(engine, "network", None)
-        if self.world_size() > 1 and network is not None:
-            for t in [*network.parameters(), *network.buffers()]:
+        if self.world_size() > 1:
+            for t in [*engine.network.parameters(), *engine.network.buffers()]:
                 dist.broadcast(t.data, src=0)
 
     def require_optimizers(self, names: set[str]) -> None:
@@ -94,14 +107,48 @@ class MultiOptimizerTrainer(Trainer):
             raise ValueError(f"{type(self).__name__} needs optimizers for {sorted(missing)}; got {sorted(self.optimizers)}.")
 
     def run(self) -> None:  # type: ignore[override]
-        """Runs training; a gradient scaler only for float16 autocast (bfloat16 needs none)."""
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp and self.amp_dtype == torch.float16 else None
+        """Runs training with the scaler chosen at construction (MONAI's ``Trainer.run`` would add one
+        for any amp, bfloat16 included)."""
         Workflow.run(self)
 
     def autocast(self):
         if not self.amp:
             return nullcontext()
-        return torch.autocast(device_type=torch.device(self.state.device).type, dtype=self.amp_dtype)
+        return torch.autocast(device_type=torch.device(self.state.device).type, **self.amp_kwargs)
+
+    # -------------------------------------------------------------------------------- iteration
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The network's paths on one batch (under autocast)."""
+        raise NotImplementedError
+
+    def updates(
+        self, batch: dict[str, torch.Tensor], paths: dict[str, torch.Tensor]
+    ) -> tuple[list[tuple[str, torch.Tensor]], dict[str, torch.Tensor]]:
+        """(optimizer name, loss to minimise over its parameters) pairs, and the logs by name (``loss``
+        the total); under autocast."""
+        raise NotImplementedError
+
+    def train_step(self, batchdata: dict) -> dict[str, float]:
+        """One training iteration outside :meth:`run` (benchmarks): the next iteration of the first epoch
+        unless the state says otherwise."""
+        self.state.epoch = max(self.state.epoch, 1)
+        self.state.iteration += 1
+        return self._iteration(self, batchdata)
+
+    def _iteration(self, engine: MultiOptimizerTrainer, batchdata: dict) -> dict[str, float]:
+        batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking)
+        if engine.mr_supervised and "mr_label" not in batch:
+            raise ValueError("mr_supervised=True (joint learning) but the batch has no 'mr_label'.")
+        engine.network.train()
+        with engine.autocast():  # the whole forward, losses included (GAN criteria force float32)
+            paths = engine.forward(batch)
+            engine.state.output = {Keys.PRED: paths}
+            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+            updates, logs = engine.updates(batch, paths)
+            engine.state.output[Keys.LOSS] = logs["loss"]
+            engine.fire_event(IterationEvents.LOSS_COMPLETED)
+        engine.apply_updates(updates, engine.network.parameter_groups())
+        return {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in logs.items()}
 
     def apply_updates(self, updates: list[tuple[str, torch.Tensor]], groups: dict[str, list[torch.nn.Parameter]]) -> None:
         """Takes every update's gradients first, then steps each optimizer with its own."""
@@ -116,6 +163,7 @@ class MultiOptimizerTrainer(Trainer):
             scaled = scaler.scale(value) if scaler is not None else value
             g = torch.autograd.grad(scaled, params, retain_graph=True, allow_unused=True)
             grads.append((name, params, g))
+        self.fire_event(IterationEvents.BACKWARD_COMPLETED)
         world = self.world_size()
         for name, params, g in grads:
             optimizer = self.optimizers[name]
@@ -133,6 +181,7 @@ class MultiOptimizerTrainer(Trainer):
             optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.update()
+        self.fire_event(IterationEvents.MODEL_COMPLETED)
 
 
 class DALACETrainer(MultiOptimizerTrainer):
@@ -179,11 +228,9 @@ class DALACETrainer(MultiOptimizerTrainer):
         mr_supervised: bool = False,
         **kwargs: Any,
     ) -> None:
-        super().__init__(device, max_epochs, train_data_loader, optimizers, **kwargs)
-        self.network = network
-        self.loss = loss
+        super().__init__(device, max_epochs, train_data_loader, network, optimizers, loss, mr_supervised, **kwargs)
         self.pair_warmup_epochs = pair_warmup_epochs
-        self.use_dam, self.use_apm, self.mr_supervised = use_dam, use_apm, mr_supervised
+        self.use_dam, self.use_apm = use_dam, use_apm
         required = {"autoencoder", "segmenter"} | ({"image_discriminators"} if use_dam else set())
         self.require_optimizers(required | ({"anatomy", "pair_discriminator"} if use_apm else set()))
 
@@ -193,54 +240,48 @@ class DALACETrainer(MultiOptimizerTrainer):
         return self.use_apm and epoch > self.pair_warmup_epochs
 
     # -------------------------------------------------------------------------------- iteration
-    def _iteration(self, engine: DALACETrainer, batchdata: dict) -> dict[str, float]:
-        batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking)
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.network(batch["ct_image"], batch["mr_image"], detach_agnostic=not self.use_apm)
+
+    def updates(self, batch: dict[str, torch.Tensor], paths: dict[str, torch.Tensor]):
         x_ct, y_ct, x_mr = batch["ct_image"], batch["ct_label"], batch["mr_image"]
-        model, loss = engine.network, engine.loss
-        model.train()
-        with engine.autocast():  # the whole forward, losses included (GAN criteria force float32)
-            paths = model(x_ct, x_mr, detach_agnostic=not engine.use_apm)
-            pair_active = engine.pair_game_active(engine.state.epoch)
-            groups = model.parameter_groups()
-            logs: dict[str, torch.Tensor] = {}
-            updates: list[tuple[str, torch.Tensor]] = []  # (optimizer name, loss to minimise over its parameters)
+        model, loss = self.network, self.loss
+        pair_active = self.pair_game_active(self.state.epoch)
+        logs: dict[str, torch.Tensor] = {}
+        updates: list[tuple[str, torch.Tensor]] = []
 
-            # (1) reconstruction + generator side of the cross-domain game
-            recon = loss.reconstruction(paths, x_ct.float(), x_mr.float())
-            logs.update({f"recon/{k}": v for k, v in recon.items()})
-            autoencoder_loss = recon["total"]
-            if engine.use_dam:
-                adv = loss.cross_adversarial_generator(model.image_discriminators, paths)
-                logs.update({f"dam/{k}": v for k, v in adv.items()})
-                autoencoder_loss = autoencoder_loss + adv["total"]
-            updates.append(("autoencoder", autoencoder_loss))
+        # (1) reconstruction + generator side of the cross-domain game
+        recon = loss.reconstruction(paths, x_ct.float(), x_mr.float())
+        logs.update({f"recon/{k}": v for k, v in recon.items()})
+        autoencoder_loss = recon["total"]
+        if self.use_dam:
+            adv = loss.cross_adversarial_generator(model.image_discriminators, paths)
+            logs.update({f"dam/{k}": v for k, v in adv.items()})
+            autoencoder_loss = autoencoder_loss + adv["total"]
+        updates.append(("autoencoder", autoencoder_loss))
 
-            # (2) D_CT and D_MR
-            if engine.use_dam:
-                disc = loss.cross_adversarial_discriminator(model.image_discriminators, paths, x_ct, x_mr)
-                logs.update({f"dam/{k}": v for k, v in disc.items()})
-                updates.append(("image_discriminators", disc["total"]))
+        # (2) D_CT and D_MR
+        if self.use_dam:
+            disc = loss.cross_adversarial_discriminator(model.image_discriminators, paths, x_ct, x_mr)
+            logs.update({f"dam/{k}": v for k, v in disc.items()})
+            updates.append(("image_discriminators", disc["total"]))
 
-            # (3) segmenter, anatomy preservation and the pair game
-            ce = loss.segmentation(paths["seg_ct"].float(), y_ct)
-            logs["apm/ce_ct"] = ce
-            if engine.mr_supervised:
-                if "mr_label" not in batch:
-                    raise ValueError("mr_supervised=True (joint learning) but the batch has no 'mr_label'.")
-                logs["apm/ce_mr"] = loss.segmentation(paths["seg_mr"].float(), batch["mr_label"])
-                ce = ce + logs["apm/ce_mr"]
-            updates.append(("segmenter", loss.ce_weight * ce))
-            if engine.use_apm:
-                anatomy_loss = loss.ce_weight * ce
-                if pair_active:
-                    logs["apm/pair_gen"] = loss.pair_generator(model.pair_discriminator, paths)
-                    logs["apm/pair_disc"] = loss.pair_discriminator(model.pair_discriminator, paths)
-                    anatomy_loss = anatomy_loss + loss.pair_weight * logs["apm/pair_gen"]
-                    updates.append(("pair_discriminator", logs["apm/pair_disc"]))
-                updates.append(("anatomy", anatomy_loss))
+        # (3) segmenter, anatomy preservation and the pair game
+        ce = loss.segmentation(paths["seg_ct"].float(), y_ct)
+        logs["apm/ce_ct"] = ce
+        if self.mr_supervised:
+            logs["apm/ce_mr"] = loss.segmentation(paths["seg_mr"].float(), batch["mr_label"])
+            ce = ce + logs["apm/ce_mr"]
+        updates.append(("segmenter", loss.ce_weight * ce))
+        if self.use_apm:
+            anatomy_loss = loss.ce_weight * ce
+            if pair_active:
+                logs["apm/pair_gen"] = loss.pair_generator(model.pair_discriminator, paths)
+                logs["apm/pair_disc"] = loss.pair_discriminator(model.pair_discriminator, paths)
+                anatomy_loss = anatomy_loss + loss.pair_weight * logs["apm/pair_gen"]
+                updates.append(("pair_discriminator", logs["apm/pair_disc"]))
+            updates.append(("anatomy", anatomy_loss))
 
-        engine.apply_updates(updates, groups)
-        out = {k: float(v.detach()) for k, v in logs.items()}
-        out["loss"] = float(autoencoder_loss.detach() + ce.detach())
-        out["pair_game"] = float(pair_active)
-        return out
+        logs["loss"] = autoencoder_loss.detach() + ce.detach()
+        logs["pair_game"] = float(pair_active)
+        return updates, logs

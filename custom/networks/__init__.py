@@ -4,23 +4,25 @@ from .blocks import AdaptiveInstanceNorm2d, AdaINResBlock, ConvNormAct, ResBlock
 from .discriminators import ImageDiscriminator, PairDiscriminator
 from .encoders import AnatomyEncoder, ModalityEncoder
 from .generator import StyleGenerator
-from .cyclegan import CycleGAN, ImageTranslator
+from .cyclegan import CycleGAN
 from .dalace import DALACE, MODALITIES
 from .inference import DomainAgnosticSegmenter
+from .translator import AnatomyTranslator, matching_generator
 
 __all__ = [
     "AdaptiveInstanceNorm2d",
     "AdaINResBlock",
     "AnatomyEncoder",
+    "AnatomyTranslator",
     "ConvNormAct",
     "CycleGAN",
     "DALACE",
     "DomainAgnosticSegmenter",
     "ImageDiscriminator",
-    "ImageTranslator",
     "MODALITIES",
     "ModalityEncoder",
     "PairDiscriminator",
     "ResBlock",
     "StyleGenerator",
+    "matching_generator",
 ]

@@ -1,8 +1,9 @@
 """Pixel-level translation baselines of the paper (CycleGAN and TD-GAN, Tables 1-3).
 
 The translators are CycleGAN's ResNet generator (downsampling convolutions, residual blocks,
-upsampling) built from DALACE's own parts, an anatomy encoder followed by a generator in neutral
-style, so that the comparison changes the method, not the capacity. TD-GAN's test-time network,
+upsampling) built from DALACE's own pair, :class:`~custom.networks.AnatomyTranslator` (an anatomy
+encoder followed by a generator in neutral style), so that the comparison changes the method, not
+the capacity. TD-GAN's test-time network,
 MR -> CT translator -> segmenter, then has the very structure of DALACE's inference network and loads
 into the same ``inference.yaml``.
 """
@@ -13,38 +14,10 @@ import torch
 from torch import nn
 
 from .discriminators import ImageDiscriminator
-from .encoders import AnatomyEncoder
-from .generator import StyleGenerator
 from .inference import DomainAgnosticSegmenter
+from .translator import AnatomyTranslator
 
-__all__ = ["ImageTranslator", "CycleGAN"]
-
-
-class ImageTranslator(nn.Module):
-    """Image -> image of the other modality (CycleGAN's generator), no modality code."""
-
-    def __init__(
-        self,
-        in_channels: int = 1,
-        base_channels: int = 64,
-        num_downsample: int = 2,
-        num_res_blocks: int = 4,
-        mlp_channels: int = 256,
-    ) -> None:
-        super().__init__()
-        self.anatomy_encoder = AnatomyEncoder(in_channels, base_channels, num_downsample, num_res_blocks)
-        # the generator's style MLP stays unused (neutral style); it is kept so that the state_dict
-        # matches DomainAgnosticSegmenter's
-        self.generator = StyleGenerator(
-            in_channels,
-            base_channels * 2**num_downsample,
-            num_res_blocks=num_res_blocks,
-            num_upsample=num_downsample,
-            mlp_channels=mlp_channels,
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.generator(self.anatomy_encoder(x), None)
+__all__ = ["CycleGAN"]
 
 
 class CycleGAN(nn.Module):
@@ -73,14 +46,12 @@ class CycleGAN(nn.Module):
         disc_norm: str | tuple = "instance",
     ) -> None:
         super().__init__()
-        self.hparams = dict(
-            in_channels=in_channels,
-            base_channels=base_channels,
-            num_downsample=num_downsample,
-            num_res_blocks=num_res_blocks,
-            mlp_channels=mlp_channels,
+        self.translators = nn.ModuleDict(
+            {
+                d: AnatomyTranslator(in_channels, base_channels, num_downsample, num_res_blocks, mlp_channels=mlp_channels)
+                for d in ("ct2mr", "mr2ct")
+            }
         )
-        self.translators = nn.ModuleDict({d: ImageTranslator(**self.hparams) for d in ("ct2mr", "mr2ct")})
         self.image_discriminators = nn.ModuleDict(
             {m: ImageDiscriminator(in_channels, disc_channels, disc_layers, disc_norm) for m in ("ct", "mr")}
         )
@@ -103,12 +74,18 @@ class CycleGAN(nn.Module):
             "segmenter": list(self.segmenter.parameters()),
         }
 
-    def inference_network(self, task_driven: bool) -> nn.Module:
-        """CycleGAN segments MR directly (S was trained on CT translated to MR); TD-GAN segments MR
-        translated to CT (S was trained on CT), a :class:`DomainAgnosticSegmenter`-shaped network."""
-        if not task_driven:
+    def inference_network(self, modality: str = "mr", task_driven: bool = False) -> nn.Module:
+        """The test-time network for ``modality``; its state_dict is what ``models/model.pt`` stores.
+
+        S segments the modality it was trained on as it is: MR for CycleGAN (S learned on CT translated
+        to MR), CT for TD-GAN (S learned on CT). The other modality is translated first, a
+        :class:`DomainAgnosticSegmenter`-shaped network (translator + S) that loads into ``inference.yaml``.
+        """
+        if modality not in ("ct", "mr"):
+            raise ValueError(f"modality must be 'ct' or 'mr', got {modality!r}.")
+        if (modality == "mr") != task_driven:
             return self.segmenter
-        mr2ct = self.translators["mr2ct"]
+        translator = self.translators["mr2ct" if modality == "mr" else "ct2mr"]
         return DomainAgnosticSegmenter(
-            self.segmenter, anatomy_encoder=mr2ct.anatomy_encoder, generator=mr2ct.generator, **self.hparams
+            self.segmenter, anatomy_encoder=translator.anatomy_encoder, generator=translator.generator
         )

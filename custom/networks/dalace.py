@@ -9,8 +9,8 @@ from torch import nn
 
 from .discriminators import ImageDiscriminator, PairDiscriminator
 from .encoders import AnatomyEncoder, ModalityEncoder
-from .generator import StyleGenerator
 from .inference import DomainAgnosticSegmenter
+from .translator import matching_generator
 
 __all__ = ["DALACE", "MODALITIES"]
 
@@ -57,16 +57,6 @@ class DALACE(nn.Module):
         disc_norm: str | tuple = "instance",
     ) -> None:
         super().__init__()
-        anatomy_channels = base_channels * 2**num_downsample
-        self.hparams = dict(
-            in_channels=in_channels,
-            base_channels=base_channels,
-            num_downsample=num_downsample,
-            num_res_blocks=num_res_blocks,
-            code_dim=code_dim,
-            mlp_channels=mlp_channels,
-            mlp_layers=mlp_layers,
-        )
         self.anatomy_encoders = nn.ModuleDict(
             {m: AnatomyEncoder(in_channels, base_channels, num_downsample, num_res_blocks) for m in MODALITIES}
         )
@@ -74,12 +64,7 @@ class DALACE(nn.Module):
             {m: ModalityEncoder(in_channels, base_channels, modality_downsample, code_dim) for m in MODALITIES}
         )
         self.generators = nn.ModuleDict(
-            {
-                m: StyleGenerator(
-                    in_channels, anatomy_channels, code_dim, num_res_blocks, num_downsample, mlp_channels, mlp_layers
-                )
-                for m in MODALITIES
-            }
+            {m: matching_generator(self.anatomy_encoders[m], in_channels, code_dim, mlp_channels, mlp_layers) for m in MODALITIES}
         )
         self.image_discriminators = nn.ModuleDict(
             {m: ImageDiscriminator(in_channels, disc_channels, disc_layers, disc_norm) for m in MODALITIES}
@@ -161,4 +146,4 @@ class DALACE(nn.Module):
         parts = [self.anatomy_encoders[modality], self.generators[modality], self.segmenter]
         if copy_modules:
             parts = [copy.deepcopy(p) for p in parts]
-        return DomainAgnosticSegmenter(parts[2], anatomy_encoder=parts[0], generator=parts[1], **self.hparams)
+        return DomainAgnosticSegmenter(parts[2], anatomy_encoder=parts[0], generator=parts[1])

@@ -42,6 +42,7 @@ class AnatomyEncoder(nn.Module):
         layers += [ResBlock(channels, norm=norm, act=act) for _ in range(num_res_blocks)]
         self.model = nn.Sequential(*layers)
         self.out_channels = channels
+        self.num_downsample, self.num_res_blocks = num_downsample, num_res_blocks
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
