@@ -38,7 +38,6 @@ def build_trainer(width: int, size: int, batch: int, device: str, amp: bool, num
             "batch_size": batch,
             "amp": amp,
             "pair_warmup_epochs": 0,  # the pair game on: the full iteration
-            "labelled_mr_list": False,  # not MONAI Label: avoids building the training dataset
             "train#trainer#train_data_loader": "$[]",
             "train#trainer#train_handlers": [],
             "train#trainer#max_epochs": 1,

@@ -185,6 +185,31 @@ def test_package_zip_has_one_top_folder_with_the_bundle_and_custom(tmp_path):
         package_bundle.package(bundle_dir=stage, output_dir=tmp_path / "dist2", name=NAME)
 
 
+def test_packaged_train_config_carries_monai_label_fine_tuning(tmp_path):
+    """The shipped train.yaml is train.yaml + monailabel.yaml: MONAI Label finds a CheckpointLoader in the raw
+    train#handlers (first, before the resume loader and the weight averaging), and a plain list of
+    labelled MR as train#dataset#data turns on joint learning; a datalist run is unchanged."""
+    path = package_bundle.package(bundle_dir=staged_bundle(tmp_path), output_dir=tmp_path / "dist", name=NAME)
+    zipfile.ZipFile(path).extractall(tmp_path / "dl")
+    bundle = tmp_path / "dl" / NAME
+    shipped = ConfigParser.load_config_file(str(bundle / "configs" / "train.yaml"))
+    assert shipped["train"]["handlers"][0]["_target_"] == "CheckpointLoader"
+    assert shipped["train"]["trainer"]["train_handlers"] == "@train#handlers"
+    assert f"{NAME}/configs/monailabel.yaml" not in zipfile.ZipFile(path).namelist()
+    base = ConfigParser.load_config_file(str(BUNDLE / "configs" / "train.yaml"))
+    assert [h for h in shipped["train"]["handlers"][1:]] == base["train"]["handlers"]
+    for data, labelled in ((None, False), ([{"image": str(BUNDLE / SAMPLE_MR), "label": str(BUNDLE / SAMPLE_MR)}], True)):
+        parser = ConfigParser()
+        parser.read_config(str(bundle / "configs" / "train.yaml"))
+        parser.update({"bundle_root": str(bundle), "train#dataset#num_workers": 0})
+        if data is not None:
+            parser["train#dataset#data"] = data
+        assert parser.get_parsed_content("labelled_mr_list") is labelled
+        assert parser.get_parsed_content("train#trainer#mr_supervised") is labelled
+        loaders = [h for h in parser.get_parsed_content("train#handlers") if type(h).__name__ == "CheckpointLoader"]
+        assert len(loaders) == int(labelled)  # models/model.pt exists: fine-tuning only for MONAI Label
+
+
 # Runs `python -m monai.bundle run` as a user does from the downloaded bundle's folder, in an
 # interpreter started with -I -S: no PYTHONPATH, no user site, no .pth files (so not the editable
 # install of this repository); the environment's site-packages are appended as plain folders.

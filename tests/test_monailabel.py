@@ -112,7 +112,8 @@ def server(tmp_path_factory):
     zipfile.ZipFile(zipped).extractall(app / "model")
     bundle = app / "model" / NAME
     merged_config(["inference.yaml"], TINY, bundle / "configs" / "inference.json")
-    merged_config(["train.yaml"], TINY_TRAIN, bundle / "configs" / "train.json")
+    # the packaged train.yaml: configs/monailabel.yaml merged in (tools/package_bundle.py)
+    merged_config([str(bundle / "configs" / "train.yaml")], TINY_TRAIN, bundle / "configs" / "train.json")
     shipped = tmp / "stage_shipped"
     shutil.copytree(BUNDLE, shipped, ignore=shutil.ignore_patterns("runs", "eval", "checkpoints", "*.ts", "__pycache__"))
     zipfile.ZipFile(package_bundle.package(bundle_dir=shipped, output_dir=tmp / "dist", name=SHIPPED)).extractall(app / "model")

@@ -6,7 +6,8 @@ The zip holds ``<name>/`` with ``configs/``, ``models/``, ``docs/``, ``LICENSE``
 (small, licensed in docs/data_license.txt; the configs' default inputs and the CT stream of
 fine-tuning), ``large_files.yml`` when there is one, and a copy of the repository's ``custom/``
 package, which the configs import: MONAI's bundle runner and MONAI Label put the bundle folder on
-``sys.path``, so the bundle needs no ``pip install`` of this repository. Training outputs
+``sys.path``, so the bundle needs no ``pip install`` of this repository. ``configs/train.yaml`` ships
+merged with ``configs/monailabel.yaml`` (:func:`train_config`), since MONAI Label reads that one file. Training outputs
 (``runs/``, ``eval/``, ``models/checkpoints/``), caches and ``__pycache__`` stay out.
 
 A user downloads it with ``python -m monai.bundle download --name <name> --bundle_dir <dir> --url <url>``.
@@ -20,6 +21,8 @@ import os
 import zipfile
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_NAME = "dalace_liver_segmentation"
 MAX_FILE_BYTES = 25 * 1024 * 1024  # the model zoo's limit for a file in a bundle (larger: large_files.yml)
@@ -27,6 +30,7 @@ MAX_FILE_BYTES = 25 * 1024 * 1024  # the model zoo's limit for a file in a bundl
 # what of the bundle folder goes in (relative paths, folders recursively)
 INCLUDE = ["configs", "models", "docs", "sample_data", "LICENSE", "large_files.yml", "large_files.yaml", "large_files.json"]
 EXCLUDE = ["*/__pycache__/*", "*.pyc", "models/checkpoints/*", ".*", "*/.*"]
+TRAIN, MONAILABEL = "configs/train.yaml", "configs/monailabel.yaml"  # merged into one shipped train.yaml
 
 
 def _excluded(rel: str) -> bool:
@@ -50,6 +54,20 @@ def bundle_files(bundle_dir: Path, custom_dir: Path) -> dict[str, Path]:
         if path.is_file() and not _excluded(rel) and path.suffix in {".py", ".typed", ".json", ".yaml", ".txt"}:
             files[rel] = path
     return files
+
+
+def train_config(bundle_dir: str | os.PathLike) -> dict:
+    """``configs/train.yaml`` as the bundle ships it: ``configs/monailabel.yaml`` merged in (MONAI's
+    ``#`` ids), its ``monailabel_handlers`` first in the raw ``train#handlers``, where MONAI Label
+    looks for a ``CheckpointLoader`` before adding its own."""
+    from monai.bundle import ConfigParser
+
+    bundle_dir = Path(bundle_dir)
+    base = ConfigParser.load_config_file(str(bundle_dir / TRAIN))
+    config = ConfigParser.load_config_files([str(bundle_dir / TRAIN), str(bundle_dir / MONAILABEL)])
+    config["train"]["handlers"] = config.pop("monailabel_handlers") + config["train"]["handlers"]
+    config["train"]["trainer"]["train_handlers"] = base["train"]["trainer"]["train_handlers"]
+    return config
 
 
 def check_bundle(files: dict[str, Path], require_model: bool = True) -> None:
@@ -90,9 +108,14 @@ def package(
     output_dir.mkdir(parents=True, exist_ok=True)
     target = output_dir / f"{name}.zip"
     tmp = target.with_suffix(".zip.part")
+    merged = files.pop(MONAILABEL, None) is not None and TRAIN in files
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for rel, path in sorted(files.items()):
-            zf.write(path, f"{name}/{rel}")
+            if rel == TRAIN and merged:
+                header = f"# {TRAIN} merged with {MONAILABEL} by tools/package_bundle.py (comments: the repository's files)\n"
+                zf.writestr(f"{name}/{rel}", header + yaml.safe_dump(train_config(bundle_dir), sort_keys=False, width=120))
+            else:
+                zf.write(path, f"{name}/{rel}")
     os.replace(tmp, target)
     print(f"wrote {target} ({len(files)} files, {target.stat().st_size / 2**20:.1f} MB)")
     return str(target)
