@@ -12,8 +12,12 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]  # the repository
+BUNDLE = ROOT / "bundle"
 
 __all__ = [
     "autocast",

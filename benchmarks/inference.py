@@ -26,9 +26,7 @@ from pathlib import Path
 
 import torch
 
-from .common import autocast, conv_reference, cuda_peak_mb, median, memory_mb, reset_peak_memory, sync, threads_info
-
-BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
+from .common import BUNDLE, autocast, conv_reference, cuda_peak_mb, median, memory_mb, reset_peak_memory, sync, threads_info
 
 #: transform class name -> reported stage
 STAGES = {

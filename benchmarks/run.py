@@ -25,29 +25,29 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
+from monai.bundle import ConfigParser
 
 from . import report
-from .common import conv_reference, median, threads_info
+from .common import BUNDLE, ROOT, conv_reference, median, threads_info
 from .synthetic import make_volume
 from .training import run_training
 
-ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
 
-def _config(name: str) -> dict:
-    return yaml.safe_load((ROOT / "bundle" / "configs" / name).read_text())
+def _config(*names: str) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLE / "configs" / n) for n in names])
+    return parser
 
 
 #: sizes read from the bundle's configs so that they stay in sync: train.yaml's own (the shipped
-#: model's), paper.yaml's and sample.yaml's (each overrides train.yaml)
-_TRAIN, _PAPER, _SAMPLE = _config("train.yaml"), _config("paper.yaml"), _config("sample.yaml")
+#: model's), and with paper.yaml or sample.yaml composed after it
+_TRAIN, _PAPER, _SAMPLE = _config("train.yaml"), _config("train.yaml", "paper.yaml"), _config("train.yaml", "sample.yaml")
 SIZE_IDS = ("spacing", "roi_size", "width", "num_res_blocks")
 
 
-def _net(cfg: dict) -> dict:
-    return {"width": cfg["width"], "num_res_blocks": cfg["num_res_blocks"],
-            "features": cfg.get("segmenter#features") or cfg["segmenter"]["features"]}
+def _net(cfg: ConfigParser) -> dict:
+    return {"width": cfg["width"], "num_res_blocks": cfg["num_res_blocks"], "features": cfg["segmenter#features"]}
 
 
 PAPER_NET = _net(_PAPER)
@@ -61,7 +61,7 @@ TINY_OVERRIDES = {"roi_size": [32, 32], "width": 4, "num_res_blocks": 1, "segmen
 def training_configs(args) -> list[dict]:
     if args.quick:
         return [dict(name="tiny", size=32, batch=1, iterations=1, **TINY_NET)]
-    sample = {**_TRAIN, **_SAMPLE}
+    sample = _SAMPLE
     configs = {
         "paper": dict(name="paper", size=_PAPER["roi_size"][0], batch=args.paper_batch, iterations=args.paper_iterations, **PAPER_NET),
         "shipped": dict(name="shipped", size=_TRAIN["roi_size"][0], batch=_TRAIN["batch_size"], iterations=args.small_iterations,

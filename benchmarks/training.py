@@ -19,9 +19,7 @@ import torch
 from monai.bundle import ConfigParser
 from torch.utils.flop_counter import FlopCounterMode
 
-from .common import conv_reference, cuda_peak_mb, median, memory_mb, sync
-
-BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
+from .common import BUNDLE, conv_reference, cuda_peak_mb, median, memory_mb, sync
 
 
 def build_trainer(width: int, size: int, batch: int, device: str, amp: bool, num_res_blocks: int | None = None,

@@ -23,7 +23,7 @@ from custom.data import select_inputs
 from custom.handlers import AtomicCheckpointSaver, check_checkpoint
 from custom.handlers.input_check import InputCheck, InputError, require_writable_dir, resampled_voxels
 from custom.transforms import AtomicSaveImaged
-from tests.test_inference import BUNDLE, CT, FAST, INFERENCE, MR, TINY, tiny_checkpoint
+from tests.helpers import BUNDLE, CT, FAST, INFERENCE, MR, TINY, tiny_checkpoint
 
 NO_N4 = {"bias_correction": False, "largest_component": False}
 

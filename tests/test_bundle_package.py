@@ -27,7 +27,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO  # noqa: E402
 BUNDLE = REPO / "bundle"
 METADATA = BUNDLE / "configs" / "metadata.json"
 INFERENCE = BUNDLE / "configs" / "inference.yaml"

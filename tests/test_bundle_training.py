@@ -17,7 +17,7 @@ from monai.bundle import ConfigWorkflow
 
 from custom.handlers import latest_checkpoint
 
-BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
+from tests.helpers import BUNDLE  # noqa: E402
 TINY = str(Path(__file__).resolve().parent / "configs" / "tiny.yaml")
 
 pytestmark = pytest.mark.slow

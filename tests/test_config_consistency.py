@@ -8,7 +8,7 @@ import torch
 from monai.bundle import ConfigParser
 from monai.transforms import Compose
 
-BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
+from tests.helpers import BUNDLE  # noqa: E402
 SHARED_IDS = ["spacing", "roi_size", "ct_window", "mr_percentiles", "bias_correction", "width", "num_res_blocks", "code_dim", "segmenter", "models_dir"]
 
 

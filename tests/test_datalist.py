@@ -24,7 +24,7 @@ from custom.data import (
     write_datalist,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO as REPO_ROOT  # noqa: E402
 
 
 # ---- the shipped sample --------------------------------------------------------------------------

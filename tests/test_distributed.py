@@ -15,9 +15,9 @@ import torch.multiprocessing as mp
 from custom.engines import DALACETrainer
 from custom.losses import DALACELoss
 from custom.networks import DALACE
-from tests.test_networks import TINY, tiny_unet
+from tests.helpers import TINY_NET, tiny_unet
 
-BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
+from tests.helpers import BUNDLE  # noqa: E402
 
 
 def _free_port() -> int:
@@ -30,7 +30,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.manual_seed(100 + rank)  # different initial weights and data on every rank
-    net = DALACE(tiny_unet(), **TINY)
+    net = DALACE(tiny_unet(), **TINY_NET)
     opts = {k: torch.optim.Adam(v, lr=1e-2) for k, v in net.parameter_groups().items()}
     data = [
         {"ct_image": torch.rand(2, 1, 32, 32) * 2 - 1, "ct_label": (torch.rand(2, 1, 32, 32) > 0.5).float(), "mr_image": torch.rand(2, 1, 32, 32) * 2 - 1}
@@ -49,7 +49,7 @@ def test_two_processes_end_with_identical_weights(tmp_path):
         torch.testing.assert_close(a[name], b[name], msg=name)
     # and training moved them away from rank 0's start
     torch.manual_seed(100)
-    start = dict(DALACE(tiny_unet(), **TINY).named_parameters())
+    start = dict(DALACE(tiny_unet(), **TINY_NET).named_parameters())
     assert any(not torch.equal(a[n], start[n].detach()) for n in a)
 
 

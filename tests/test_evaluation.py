@@ -19,7 +19,7 @@ from scipy import ndimage
 
 from custom.handlers import MetricsReport, SpacingMetricHandler
 
-BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
+from tests.helpers import BUNDLE  # noqa: E402
 CONFIGS = [str(BUNDLE / "configs" / "inference.yaml"), str(BUNDLE / "configs" / "evaluate.yaml")]
 
 

@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO  # noqa: E402
 if str(REPO) not in sys.path:  # the experiments package lives at the repository root
     sys.path.insert(0, str(REPO))
 

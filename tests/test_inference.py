@@ -20,29 +20,7 @@ from monai.bundle import ConfigParser, ConfigWorkflow
 import custom.transforms
 from custom.data import list_inputs
 
-REPO = Path(__file__).resolve().parents[1]
-BUNDLE = REPO / "bundle"
-INFERENCE = str(BUNDLE / "configs" / "inference.yaml")
-MR = BUNDLE / "sample_data" / "mr" / "totalseg_mr_sm_image.nii.gz"
-MR_LABEL = BUNDLE / "sample_data" / "mr" / "totalseg_mr_sm_label.nii.gz"
-CT = BUNDLE / "sample_data" / "ct" / "totalseg_ct_sm_image.nii.gz"
-DICOM = BUNDLE / "sample_data" / "dicom" / "dcmqi_ct_3slice"
-
-HAS_SKIMAGE = importlib.util.find_spec("skimage") is not None  # KeepLargestConnectedComponentd on CPU
-HAS_N4 = hasattr(custom.transforms, "N4BiasFieldCorrectiond")
-# a tiny network_def; FAST also coarsens the grid (still resampled: 3 mm -> 4 mm) and the slice window
-TINY = {"width": 4, "num_res_blocks": 1, "code_dim": 2, "segmenter#features": [4, 4, 8, 8, 16, 4], "num_workers": 0}
-FAST = {**TINY, "spacing": [4.0, 4.0, 4.0], "roi_size": [96, 96], "inferer#sw_batch_size": 32}
-
-
-def tiny_checkpoint(path: Path, configs=(INFERENCE,), **overrides) -> Path:
-    """models/model.pt as training writes it: the bare state_dict of a random network_def."""
-    parser = ConfigParser()
-    parser.read_config(list(configs))
-    parser.update({"bundle_root": str(BUNDLE), **TINY, **overrides})
-    torch.manual_seed(0)
-    torch.save(parser.get_parsed_content("network_def").state_dict(), path)
-    return path
+from tests.helpers import REPO, BUNDLE, INFERENCE, MR, MR_LABEL, CT, DICOM, HAS_N4, HAS_SKIMAGE, TINY, FAST, tiny_checkpoint
 
 
 def run_bundle(configs=(INFERENCE,), **overrides) -> ConfigWorkflow:

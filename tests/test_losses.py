@@ -8,7 +8,7 @@ from torch import nn
 
 from custom.losses import DALACELoss
 from custom.networks import DALACE
-from tests.test_networks import TINY, tiny_unet
+from tests.helpers import TINY_NET, tiny_unet
 
 
 class ConstantDiscriminator(nn.Module):
@@ -115,7 +115,7 @@ def _reached(model, loss):
 @pytest.fixture
 def batch():
     torch.manual_seed(0)
-    model = DALACE(tiny_unet(), **TINY)
+    model = DALACE(tiny_unet(), **TINY_NET)
     x_ct, x_mr = torch.rand(2, 1, 32, 32) * 2 - 1, torch.rand(2, 1, 32, 32) * 2 - 1
     label = (torch.rand(2, 1, 32, 32) > 0.5).long()
     return model, x_ct, x_mr, label

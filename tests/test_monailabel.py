@@ -39,7 +39,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO  # noqa: E402
 BUNDLE = REPO / "bundle"
 sys.path.insert(0, str(REPO / "tools"))
 import package_bundle  # noqa: E402

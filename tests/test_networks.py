@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from monai.networks.nets import BasicUNet
 
 from custom.networks import (
     DALACE,
@@ -16,18 +15,13 @@ from custom.networks import (
     PairDiscriminator,
     StyleGenerator,
 )
-
-TINY = dict(base_channels=4, num_res_blocks=1, code_dim=8, mlp_channels=8, disc_channels=4, disc_layers=2)
-
-
-def tiny_unet(num_classes=2):
-    return BasicUNet(spatial_dims=2, in_channels=1, out_channels=num_classes, features=(4, 4, 8, 8, 16, 4))
+from tests.helpers import BUNDLE, TINY_NET, tiny_unet
 
 
 @pytest.fixture
 def tiny_model():
     torch.manual_seed(0)
-    return DALACE(tiny_unet(), **TINY)
+    return DALACE(tiny_unet(), **TINY_NET)
 
 
 def test_every_path_shape(tiny_model):
@@ -102,7 +96,7 @@ def test_inference_network_matches_composite_and_scripts(tiny_model):
 def test_inference_network_state_dict_loads_into_config_built_network(tiny_model):
     """What ``models/model.pt`` stores loads strictly into a network built from hyperparameters."""
     state = tiny_model.inference_network("mr", copy_modules=True).state_dict()
-    fresh = DomainAgnosticSegmenter(tiny_unet(), **{k: TINY[k] for k in ("base_channels", "num_res_blocks", "code_dim", "mlp_channels")})
+    fresh = DomainAgnosticSegmenter(tiny_unet(), **{k: TINY_NET[k] for k in ("base_channels", "num_res_blocks", "code_dim", "mlp_channels")})
     fresh.load_state_dict(state, strict=True)
     x = torch.randn(1, 1, 32, 32)
     tiny_model.eval(), fresh.eval()
@@ -136,14 +130,14 @@ def test_state_dict_keys_are_those_of_the_shipped_checkpoints(tiny_model):
     """The encoder-generator pair is built once (AnatomyTranslator), but every network keeps the keys its
     checkpoints were saved with: DALACE per modality in anatomy_encoders/generators, CycleGAN's
     translators as pairs, and both inference networks with the keys of bundle/models/model.pt."""
-    pair_kw = {k: TINY[k] for k in ("base_channels", "num_res_blocks", "code_dim", "mlp_channels")}
+    pair_kw = {k: TINY_NET[k] for k in ("base_channels", "num_res_blocks", "code_dim", "mlp_channels")}
     pair = AnatomyTranslator(**pair_kw)
     encoder, generator = _prefixed(pair.anatomy_encoder, ""), _prefixed(pair.generator, "")
     keys = list(tiny_model.state_dict())
     for m in ("ct", "mr"):
         assert [k for k in keys if k.startswith(f"anatomy_encoders.{m}.")] == [f"anatomy_encoders.{m}.{k}" for k in encoder]
         assert [k for k in keys if k.startswith(f"generators.{m}.")] == [f"generators.{m}.{k}" for k in generator]
-    cyclegan = CycleGAN(tiny_unet(), **{k: TINY[k] for k in ("base_channels", "num_res_blocks", "mlp_channels", "disc_channels", "disc_layers")})
+    cyclegan = CycleGAN(tiny_unet(), **{k: TINY_NET[k] for k in ("base_channels", "num_res_blocks", "mlp_channels", "disc_channels", "disc_layers")})
     for d in ("ct2mr", "mr2ct"):
         assert _prefixed(cyclegan.translators[d], f"translators.{d}.") == _prefixed(pair, f"translators.{d}.")
     built = list(DomainAgnosticSegmenter(tiny_unet(), **pair_kw).state_dict())  # as inference.yaml's network_def
@@ -153,7 +147,7 @@ def test_state_dict_keys_are_those_of_the_shipped_checkpoints(tiny_model):
         cyclegan.inference_network("ct", task_driven=False),
     ):
         assert list(net.state_dict()) == built
-    shipped = torch.load(Path(__file__).resolve().parents[1] / "bundle" / "models" / "model.pt", map_location="cpu", weights_only=True)
+    shipped = torch.load(BUNDLE / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert list(dict.fromkeys(k.split(".")[0] for k in shipped)) == list(dict.fromkeys(k.split(".")[0] for k in built))
     assert cyclegan.inference_network("mr") is cyclegan.segmenter
     assert cyclegan.inference_network("ct", task_driven=True) is cyclegan.segmenter

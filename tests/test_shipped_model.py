@@ -14,7 +14,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
 
-BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
+from tests.helpers import BUNDLE  # noqa: E402
 CONFIGS = BUNDLE / "configs"
 RECORD = BUNDLE / "docs" / "shipped" / "README.md"
 SAMPLE = BUNDLE / "sample_data"

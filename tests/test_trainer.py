@@ -7,12 +7,12 @@ from ignite.engine import Events
 from custom.engines import DALACETrainer
 from custom.losses import DALACELoss
 from custom.networks import DALACE
-from tests.test_networks import TINY, tiny_unet
+from tests.helpers import TINY_NET, tiny_unet
 
 
 def make(batches=2, mr_label=False, **kwargs):
     torch.manual_seed(0)
-    net = DALACE(tiny_unet(), **TINY)
+    net = DALACE(tiny_unet(), **TINY_NET)
     groups = net.parameter_groups()
     opts = {k: torch.optim.Adam(v, lr=1e-3) for k, v in groups.items()}
     data = []
@@ -109,7 +109,7 @@ def test_joint_learning_uses_mr_labels():
 
 
 def test_missing_optimizer_is_a_clear_error():
-    net = DALACE(tiny_unet(), **TINY)
+    net = DALACE(tiny_unet(), **TINY_NET)
     with pytest.raises(ValueError, match="pair_discriminator"):
         DALACETrainer("cpu", 1, [], net, {"autoencoder": None, "segmenter": None, "image_discriminators": None, "anatomy": None}, DALACELoss())
 

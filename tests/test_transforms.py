@@ -29,7 +29,7 @@ from monai.utils import set_determinism
 
 from custom.transforms import LiverLabeld, N4BiasFieldCorrection, N4BiasFieldCorrectiond, SafeSpacingd
 
-BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
+from tests.helpers import BUNDLE  # noqa: E402
 #: test name -> (bundle config, id of the chain in it)
 CHAINS = {
     "ct_train_preprocessing": ("train.yaml", "train#preprocessing_ct"),

@@ -21,7 +21,7 @@ from .appearance import (
 )
 from .io import AtomicSaveImaged
 from .labels import LiverLabeld
-from .n4 import N4BiasFieldCorrection, N4BiasFieldCorrectiond, otsu_threshold
+from .n4 import N4BiasFieldCorrection, N4BiasFieldCorrectiond
 from .spacing import SafeSpacingd
 
 __all__ = [
@@ -35,5 +35,4 @@ __all__ = [
     "RandLocationScaleIntensityd",
     "SafeSpacingd",
     "bezier_curve",
-    "otsu_threshold",
 ]

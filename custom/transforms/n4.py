@@ -17,23 +17,11 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends, convert_to_dst_type, ensure_tuple_rep, optional_import
 from scipy import ndimage
+from skimage.filters import threshold_otsu
 
 itk, _ = optional_import("itk")
 
-__all__ = ["N4BiasFieldCorrection", "N4BiasFieldCorrectiond", "otsu_threshold"]
-
-
-def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
-    """Otsu's threshold of ``values`` (the foreground mask N4 fits on when none is given)."""
-    hist, edges = np.histogram(values, bins=bins)
-    centres = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(hist).astype(np.float64)
-    w1 = w0[-1] - w0
-    m0 = np.cumsum(hist * centres)
-    mu0 = m0 / np.maximum(w0, 1)
-    mu1 = (m0[-1] - m0) / np.maximum(w1, 1)
-    between = w0 * w1 * (mu0 - mu1) ** 2
-    return float(centres[int(np.argmax(between[:-1]))])
+__all__ = ["N4BiasFieldCorrection", "N4BiasFieldCorrectiond"]
 
 
 class N4BiasFieldCorrection(Transform):
@@ -182,7 +170,7 @@ class N4BiasFieldCorrection(Transform):
             mask = finite
             if self.otsu:  # on log intensities: on linear ones, dark organs (T1 liver) fall below it
                 log_img = np.log(positive)
-                mask = finite & (log_img > otsu_threshold(log_img[finite]))
+                mask = finite & (log_img > threshold_otsu(log_img[finite], nbins=256))
         mask = mask & finite
         if mask.sum() < 2 ** image.ndim * 8:
             return image  # nothing to fit on: leave the image as it is
