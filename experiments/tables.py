@@ -16,7 +16,7 @@ import numpy as np
 
 from .protocol import TABLES
 
-__all__ = ["write_tables", "cell_stats"]
+__all__ = ["write_tables", "cell_stats", "per_case_table"]
 
 FILE_NAMES = {"1": "table1_da", "2": "table2_dal", "3": "table3_joint", "4": "table4_ablation", "A": "tableA_accuracy"}
 
@@ -52,6 +52,40 @@ def _fmt(st: dict, decimals: int = 3) -> str:
     return text
 
 
+def per_case_table(cells: dict[tuple, list[dict]], key: str) -> str:
+    """Markdown: every test case (rows) under every method of table ``key`` (columns), as
+    ``Dice / HD95 mm``, for the table's first column (its test modality); the last row is the mean."""
+    table = TABLES[key]
+    col = table.columns[0][0]
+    rows = [(label, cells[(key, label, col)]) for label, _, _ in table.rows if (key, label, col) in cells]
+    per_case: dict[str, dict[str, dict]] = {}
+    folds: dict[str, int] = {}
+    for label, entries in rows:
+        for e in entries:
+            for c in e.get("cases", []):
+                per_case.setdefault(c["case"], {})[label] = c
+                folds[c["case"]] = e["fold"]
+    if not per_case:
+        return ""
+    head = "| case | test fold | " + " | ".join(label for label, _ in rows) + " |"
+    lines = [f"**{table.title}: per case, Dice / HD95 (mm)**", "", head, "|---" * (len(rows) + 2) + "|"]
+
+    def cell(c: dict | None) -> str:
+        if c is None:
+            return "-"
+        hd = c.get("hd95")
+        return f"{c['dice']:.3f}" + (f" / {hd:.1f}" if hd is not None and math.isfinite(hd) else "")
+
+    for case in sorted(per_case):
+        lines.append(f"| {case} | {folds[case]} | " + " | ".join(cell(per_case[case].get(label)) for label, _ in rows) + " |")
+    means = []
+    for label, entries in rows:
+        st = cell_stats(entries)
+        means.append(f"**{st['dice_mean']:.3f}** / {st['hd95_mean']:.1f}" if st["cases"] else "-")
+    lines.append("| mean | | " + " | ".join(means) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def write_tables(root: str | Path, results: dict | None = None) -> str:
     """Writes ``table<N>_<name>.md/.csv`` per table present in results, and ``tables.md`` (all of them)."""
     root = Path(root)
@@ -81,6 +115,8 @@ def write_tables(root: str | Path, results: dict | None = None) -> str:
                 rows_csv.append({"table": key, "method": row_label, "method_key": method, "column": col, **{k: v for k, v in st.items() if k != "errors"}, "errors": "; ".join(st["errors"])})
             lines.append(f"| {row_label} | " + " | ".join(texts) + " |")
         md = "\n".join(lines) + "\n"
+        if len(table.columns) == 1:  # one test: its per-case table too
+            md += "\n" + per_case_table(cells, key)
         md_all.append(md)
         (root / f"{FILE_NAMES[key]}.md").write_text(md)
         with open(root / f"{FILE_NAMES[key]}.csv", "w", newline="") as f:

@@ -101,6 +101,22 @@ def test_tables_are_mean_std_over_all_held_out_cases(tmp_path):
     assert "boom" in next(r for r in rows if r["column"] == "CT tested DSC")["errors"]
 
 
+def test_single_column_tables_list_every_case_under_every_method(tmp_path):
+    rows = {"unet_ct": "CT-only U-Net, appearance augmentation", "dalace": "DALACE, appearance augmentation, averaged weights (shipped recipe)"}
+    cells = []
+    for method, row in rows.items():
+        for fold, cases in ((0, [("a", 0.5, 10.0)]), (1, [("b", 0.7, 20.0), ("c", 0.9, float("nan"))])):
+            bump = 0.1 if method == "dalace" else 0.0
+            cells.append({"table": "A", "task": "da", "method": method, "row": row, "column": "DSC (std)", "test": "mr", "fold": fold,
+                          "cases": [{"case": n, "dice": d + bump, "hd95": h, "asd": 1.0} for n, d, h in cases]})
+    text = write_tables(tmp_path, {"cells": cells})
+    assert "| a | 0 | 0.500 / 10.0 | 0.600 / 10.0 |" in text
+    assert "| c | 1 | 0.900 | 1.000 |" in text  # no HD95 where it is not finite (an empty mask)
+    assert "| mean | | **0.700** / 15.0 | **0.800** / 15.0 |" in text
+    assert text.index("| a |") < text.index("| b |") < text.index("| c |")
+    assert (tmp_path / "tableA_accuracy.md").read_text().count("| mean |") == 1
+
+
 def test_tiny_sample_dataset_reorients_copies(tmp_path):
     path = tiny_sample_dataset(SAMPLE, tmp_path, copies=3)
     data = json.loads(Path(path).read_text())
