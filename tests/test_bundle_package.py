@@ -194,6 +194,8 @@ def test_packaged_train_config_carries_monai_label_fine_tuning(tmp_path):
     bundle = tmp_path / "dl" / NAME
     shipped = ConfigParser.load_config_file(str(bundle / "configs" / "train.yaml"))
     assert shipped["train"]["handlers"][0]["_target_"] == "CheckpointLoader"
+    # MONAI Label (t.get("_target_")) and MONAI's check_properties (h["_target_"]) read every handler item as a dict
+    assert all(isinstance(h, dict) and "_target_" in h for h in shipped["train"]["handlers"])
     assert shipped["train"]["trainer"]["train_handlers"] == "@train#handlers"
     assert f"{NAME}/configs/monailabel.yaml" not in zipfile.ZipFile(path).namelist()
     base = ConfigParser.load_config_file(str(BUNDLE / "configs" / "train.yaml"))

@@ -167,7 +167,11 @@ def test_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path, monkeypatch)
         for k in flat_a:
             assert torch.equal(flat_a[k], flat_b[k]) if isinstance(flat_a[k], torch.Tensor) else flat_a[k] == flat_b[k], f"{name}: {k}"
     ckpt = load(tmp_path / "split" / "run/checkpoints/checkpoint_epoch=3.pt")
-    assert ckpt["ema"]["num_updates"] == 6 and 1 <= ckpt["key_metric"]["best_metric_epoch"] <= 3
+    assert ckpt["trainer"]["iteration"] == 6 and 1 <= ckpt["key_metric"]["best_metric_epoch"] <= 3
+    # the weight averages are checkpointed (they resume); model_ct.pt is the CT average
+    assert {"ema_model", "ema_model_ct"} <= ckpt.keys()
+    model_ct = load(tmp_path / "split" / "model_ct.pt")
+    assert model_ct.keys() == ckpt["ema_model_ct"].keys() and all(torch.equal(v, ckpt["ema_model_ct"][k]) for k, v in model_ct.items())
 
 
 def _flatten(obj, prefix=""):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -9,51 +11,70 @@ from ignite.engine import Engine, Events
 from monai.transforms import Compose, RandGaussianNoised
 
 from custom.data.unpaired import UnpairedDataset
-from custom.handlers import EpochSeedHandler, ExponentialMovingAverage
+from custom.handlers import EpochSeedHandler, ExponentialMovingAverage, averaged_copy
+
+
+def _run(engine_fn, handler, iterations, start=0):
+    """A trivial engine of ``iterations`` iterations with ``handler``; ``start``: resumed at that iteration."""
+    engine = Engine(engine_fn)
+    if start:  # what resuming from a checkpoint does to the engine
+        engine.load_state_dict({"iteration": start, "max_epochs": iterations, "epoch_length": 1})
+    handler.attach(engine)
+    engine.run([0], max_epochs=iterations)
+    return engine
 
 
 def test_moving_average_follows_the_formula():
     net = torch.nn.Linear(1, 1, bias=False)
-    ema = ExponentialMovingAverage({"model": net}, decay=0.9)
-    ema.reset()
+    avg = averaged_copy(net, 0.9)
+    values = [1.0, 2.0, 3.0, 4.0] * 5
     expected = float(net.weight.detach())
-    for step, w in enumerate([1.0, 2.0, 3.0, 4.0] * 5):
-        with torch.no_grad():
-            net.weight.fill_(w)
-        ema.update()
+    for step, w in enumerate(values):
         d = min(0.9, (1 + step) / (10 + step))
         expected = d * expected + (1 - d) * w
-    assert float(ema.averaged["model"].weight) == pytest.approx(expected, rel=1e-6)
+    _run(lambda e, b: net.weight.data.fill_(values[e.state.iteration - 1]), ExponentialMovingAverage([net], [avg], 0.9), len(values))
+    assert float(avg.weight) == pytest.approx(expected, rel=1e-6)
     assert float(net.weight.detach()) == 4.0  # the network itself is untouched
-    assert not ema.averaged["model"].weight.requires_grad
+    assert not avg.weight.requires_grad and not avg.training
 
 
 def test_average_starts_from_the_weights_loaded_before_training_and_resumes():
     net = torch.nn.Linear(2, 2)
-    ema = ExponentialMovingAverage({"model": net, "off": None}, decay=0.99)
-    assert list(ema.averaged) == ["model"]
+    avg = averaged_copy(net, 0.99)
+    assert averaged_copy(None, 0.99) is None
+    ema = ExponentialMovingAverage([net, None], [avg, None], decay=0.99)
+    assert ema.networks == [net] and ema.averages == [avg]
     engine = Engine(lambda e, b: None)
     engine.add_event_handler(Events.STARTED, lambda e: net.weight.data.fill_(5.0))  # as a checkpoint loader would
     ema.attach(engine)
     engine.run([0, 1, 2], max_epochs=1)
-    assert torch.allclose(ema.averaged["model"].weight, torch.full((2, 2), 5.0))
-    assert ema.num_updates == 3
-    again = ExponentialMovingAverage({"model": torch.nn.Linear(2, 2)}, decay=0.99)
-    again.load_state_dict(ema.state_dict())
-    assert again.num_updates == 3 and torch.equal(again.averaged["model"].weight, ema.averaged["model"].weight)
-    with pytest.raises(KeyError, match="model"):
-        again.load_state_dict({"num_updates": 1})
+    assert torch.allclose(avg.weight, torch.full((2, 2), 5.0))
+    # resumed: the checkpoint's average and iteration count, and the average goes on as if never stopped
+    steps = lambda net: lambda e, b: net.weight.data.add_(float(e.state.iteration))  # noqa: E731
+    whole_net = torch.nn.Linear(2, 2)
+    first_net = copy.deepcopy(whole_net)
+    whole_avg = averaged_copy(whole_net, 0.9)
+    _run(steps(whole_net), ExponentialMovingAverage([whole_net], [whole_avg], 0.9), 8)
+    first_avg = averaged_copy(first_net, 0.9)
+    _run(steps(first_net), ExponentialMovingAverage([first_net], [first_avg], 0.9), 3)  # "killed" after 3
+    net2, avg2 = torch.nn.Linear(2, 2), averaged_copy(torch.nn.Linear(2, 2), 0.9)
+    net2.load_state_dict(first_net.state_dict())  # what the checkpoint loader restores
+    avg2.load_state_dict(first_avg.state_dict())
+    _run(steps(net2), ExponentialMovingAverage([net2], [avg2], 0.9), 8, start=3)
+    assert torch.equal(avg2.weight, whole_avg.weight) and torch.equal(net2.weight, whole_net.weight)
 
 
 def test_decay_zero_switches_averaging_off():
     net = torch.nn.Linear(2, 2)
-    ema = ExponentialMovingAverage({"model": net}, decay=0.0)
-    assert ema.averaged["model"] is net and ema.state_dict() == {"num_updates": 0}
+    assert averaged_copy(net, 0.0) is net
+    ema = ExponentialMovingAverage([net], [averaged_copy(net, 0.0)], decay=0.0)
     engine = Engine(lambda e, b: None)
     ema.attach(engine)
-    assert not engine.has_event_handler(ema.update, Events.ITERATION_COMPLETED)
+    assert not engine.has_event_handler(ema._completed, Events.ITERATION_COMPLETED)
     with pytest.raises(ValueError, match="decay"):
-        ExponentialMovingAverage({"model": net}, decay=1.0)
+        averaged_copy(net, 1.0)
+    with pytest.raises(ValueError, match="averaged_copy"):
+        ExponentialMovingAverage([net], [net], decay=0.9)
 
 
 def _draws(dataset, epochs, handler, start=0):

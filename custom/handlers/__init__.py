@@ -6,7 +6,7 @@ from .figures import ImageGridHandler, LossLogger, save_image_grid
 from .input_check import InputCheck, InputError, require_file, require_writable_dir
 from .key_metric import KeyMetricState
 from .metrics import MetricsReport, SpacingMetricHandler
-from .weight_averaging import ExponentialMovingAverage
+from .weight_averaging import ExponentialMovingAverage, averaged_copy
 
 __all__ = [
     "AtomicCheckpointSaver",
@@ -20,6 +20,7 @@ __all__ = [
     "MetricsReport",
     "ResumeCheckpointLoader",
     "SpacingMetricHandler",
+    "averaged_copy",
     "check_checkpoint",
     "latest_checkpoint",
     "require_file",

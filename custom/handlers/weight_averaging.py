@@ -8,51 +8,70 @@ weights over the last few hundred iterations removes most of that swing at no tr
 from __future__ import annotations
 
 import copy
-import logging
-from collections.abc import Mapping
+from collections.abc import Sequence
 
 import torch
 from ignite.engine import Engine, Events
 from torch import nn
 
-__all__ = ["ExponentialMovingAverage"]
+__all__ = ["ExponentialMovingAverage", "averaged_copy"]
+
+
+def _check_decay(decay: float) -> float:
+    if not 0.0 <= float(decay) < 1.0:
+        raise ValueError(f"ExponentialMovingAverage: decay must be in [0, 1), got {decay}.")
+    return float(decay)
+
+
+def averaged_copy(network: nn.Module | None, decay: float) -> nn.Module | None:
+    """What holds ``network``'s average: a frozen deep copy (eval mode, no gradients) when ``decay > 0``;
+    the network itself when ``decay`` is 0 (averaging off); None for None (a config's switched-off network).
+
+    Configs give it an id of its own (``final_network``), save it, validate it and checkpoint it as any
+    module, and hand it to :class:`ExponentialMovingAverage` with its network.
+    """
+    if network is None or _check_decay(decay) == 0.0:
+        return network
+    avg = copy.deepcopy(network).eval()
+    avg.requires_grad_(False)
+    return avg
 
 
 class ExponentialMovingAverage:
     """Keeps an exponential moving average (EMA) of each network's parameters during training.
 
     After every iteration, for each network ``net`` and its average ``avg``:
-    ``avg = d * avg + (1 - d) * net`` with ``d = min(decay, (1 + n) / (10 + n))`` after ``n`` updates,
-    so the average follows the network closely at first and settles to a horizon of about
-    ``1 / (1 - decay)`` iterations. Buffers (e.g. normalization statistics) are copied as they are.
+    ``avg = d * avg + (1 - d) * net`` with ``d = min(decay, (1 + n) / (10 + n))``, ``n`` the iterations
+    the trainer had completed before this one, so the average follows the network closely at first and
+    settles to a horizon of about ``1 / (1 - decay)`` iterations. Buffers (e.g. normalization
+    statistics) are copied as they are.
 
-    The averages start from the networks' weights when training starts (after checkpoint loaders,
-    if the handler is attached after them), and ``state_dict``/``load_state_dict`` put them in the
-    training checkpoints, so a resumed run continues the same average.
+    When a run starts at iteration 0 the averages are set to the networks' weights (after checkpoint
+    loaders, if the handler is attached after them: fine-tuning averages from the loaded weights). A
+    resumed run starts at the checkpoint's iteration and keeps the averages the checkpoint loaded (put
+    the averages in the checkpoint's objects), so it continues exactly as an uninterrupted run.
 
     Args:
-        networks: name -> network to average (``None`` values are ignored, so a config can switch one off).
-        decay: the EMA decay per iteration, in [0, 1). 0 switches averaging off: ``averaged`` are then the
-            networks themselves, so configs can always read the final weights from ``averaged``.
+        networks: the networks to average; ``None`` entries (with their averages) are skipped, so a
+            config can switch one off.
+        averages: for each network, the module holding its average (:func:`averaged_copy`).
+        decay: the EMA decay per iteration, in [0, 1). 0 switches averaging off (then the averages are
+            the networks themselves, as :func:`averaged_copy` gives them) and the handler attaches nothing.
     """
 
-    def __init__(self, networks: Mapping[str, nn.Module | None], decay: float = 0.998) -> None:
-        if not 0.0 <= float(decay) < 1.0:
-            raise ValueError(f"ExponentialMovingAverage: decay must be in [0, 1), got {decay}.")
-        self.networks = {k: v for k, v in networks.items() if v is not None}
-        if not self.networks:
+    def __init__(self, networks: Sequence[nn.Module | None], averages: Sequence[nn.Module | None], decay: float = 0.998) -> None:
+        self.decay = _check_decay(decay)
+        if len(networks) != len(averages):
+            raise ValueError(f"ExponentialMovingAverage: {len(networks)} networks but {len(averages)} averages.")
+        pairs = [(n, a) for n, a in zip(networks, averages) if n is not None]
+        if not pairs:
             raise ValueError("ExponentialMovingAverage needs at least one network.")
-        self.decay = float(decay)
-        self.num_updates = 0
-        self.averaged: dict[str, nn.Module] = {}
-        for name, net in self.networks.items():
-            if self.enabled:
-                avg = copy.deepcopy(net).eval()
-                avg.requires_grad_(False)
-            else:
-                avg = net
-            self.averaged[name] = avg
-        self.logger = logging.getLogger(__name__)
+        if any(a is None for _, a in pairs):
+            raise ValueError("ExponentialMovingAverage: every network needs its average (averaged_copy(network, decay)).")
+        if self.enabled and any(a is n for n, a in pairs):
+            raise ValueError("ExponentialMovingAverage: an average is its network itself; use averaged_copy(network, decay).")
+        self.networks = [n for n, _ in pairs]
+        self.averages = [a for _, a in pairs]
 
     @property
     def enabled(self) -> bool:
@@ -62,42 +81,26 @@ class ExponentialMovingAverage:
         if not self.enabled:
             return
         engine.add_event_handler(Events.STARTED, self._start)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self.update)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._completed)
 
     def _start(self, engine: Engine) -> None:
-        if self.num_updates == 0:  # a fresh run (or fine-tuning from loaded weights): start from them
+        if engine.state.iteration == 0:  # a fresh run (or fine-tuning from loaded weights): start from them
             self.reset()
+
+    def _completed(self, engine: Engine) -> None:
+        self.update(engine.state.iteration - 1)
 
     @torch.no_grad()
     def reset(self) -> None:
         """Set every average to its network's current weights."""
-        for name, net in self.networks.items():
-            self.averaged[name].load_state_dict(net.state_dict())
-        self.num_updates = 0
+        for net, avg in zip(self.networks, self.averages):
+            avg.load_state_dict(net.state_dict())
 
     @torch.no_grad()
-    def update(self, engine: Engine | None = None) -> None:
-        d = min(self.decay, (1.0 + self.num_updates) / (10.0 + self.num_updates))
-        for name, net in self.networks.items():
-            avg = self.averaged[name]
-            a_params = [p for p in avg.parameters()]
-            n_params = [p.detach() for p in net.parameters()]
-            torch._foreach_lerp_(a_params, n_params, 1.0 - d)
+    def update(self, num_updates: int) -> None:
+        """One step of the average, ``num_updates`` (the iterations before this one) setting the warm-up."""
+        d = min(self.decay, (1.0 + num_updates) / (10.0 + num_updates))
+        for net, avg in zip(self.networks, self.averages):
+            torch._foreach_lerp_(list(avg.parameters()), [p.detach() for p in net.parameters()], 1.0 - d)
             for b_avg, b_net in zip(avg.buffers(), net.buffers()):
                 b_avg.copy_(b_net)
-        self.num_updates += 1
-
-    def state_dict(self) -> dict:
-        if not self.enabled:
-            return {"num_updates": 0}
-        return {"num_updates": self.num_updates, **{f"averaged.{k}": v.state_dict() for k, v in self.averaged.items()}}
-
-    def load_state_dict(self, state: Mapping) -> None:
-        if not self.enabled:
-            return
-        missing = [k for k in self.averaged if f"averaged.{k}" not in state]
-        if missing:
-            raise KeyError(f"ExponentialMovingAverage state lacks the averages of {missing}; it has {sorted(state)}.")
-        for k, avg in self.averaged.items():
-            avg.load_state_dict(state[f"averaged.{k}"])
-        self.num_updates = int(state["num_updates"])
