@@ -12,12 +12,10 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]  # the repository
-BUNDLE = ROOT / "bundle"
+from tools.paths import BUNDLE, REPO
 
 __all__ = [
     "autocast",

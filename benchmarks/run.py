@@ -28,7 +28,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from . import report
-from .common import BUNDLE, ROOT, conv_reference, median, threads_info
+from .common import BUNDLE, REPO, conv_reference, median, threads_info
 from .synthetic import make_volume
 from .training import run_training
 
@@ -82,7 +82,7 @@ def _run_case(spec: dict, in_process: bool, env: dict | None = None) -> dict:
         spec = {**spec, "output_dir": spec.get("output_dir") or str(Path(tmp) / "out")}
         spec_path.write_text(json.dumps(spec))
         t = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "benchmarks.inference", str(spec_path), str(out_path)], cwd=ROOT,
+        done = subprocess.run([sys.executable, "-m", "benchmarks.inference", str(spec_path), str(out_path)], cwd=REPO,
                               env={**os.environ, **(env or {})}, capture_output=True, text=True)
         wall = time.perf_counter() - t
         if done.returncode != 0:
@@ -93,7 +93,7 @@ def _run_case(spec: dict, in_process: bool, env: dict | None = None) -> dict:
 
 
 def _shared_data(args) -> Path | None:
-    root = Path(args.data_dir) if args.data_dir else ROOT.parent / "shared" / "data"
+    root = Path(args.data_dir) if args.data_dir else REPO.parent / "shared" / "data"
     return root if (root / "manifest.json").is_file() else None
 
 
@@ -143,7 +143,7 @@ def environment(args) -> dict:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     import monai
 
     return {
@@ -178,7 +178,7 @@ def thread_probe(args, log) -> list[dict]:
                   ref_repeats=args.ref_repeats)
     for label, env in (("OMP_WAIT_POLICY=PASSIVE", {"OMP_WAIT_POLICY": "PASSIVE"}), ("OMP_NUM_THREADS=1", {"OMP_NUM_THREADS": "1"})):
         log(f"thread probe: sample training with {label}")
-        done = subprocess.run([sys.executable, "-c", code, json.dumps(kwargs)], cwd=ROOT, env={**os.environ, **env},
+        done = subprocess.run([sys.executable, "-c", code, json.dumps(kwargs)], cwd=REPO, env={**os.environ, **env},
                               capture_output=True, text=True)
         line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT")), None)
         if line is None:

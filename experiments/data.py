@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from custom.data.build import assign_folds
+from custom.data.build import assign_folds, write_datalist
 from custom.data.datalist import default_id, read_datalist_json, resolve_items
+from custom.utils import atomic_path
 
-__all__ = ["task_datalist", "fold_items", "n4_cache", "resampled_copies", "tiny_sample_dataset", "read_items"]
+__all__ = ["task_datalist", "n4_cache", "resampled_copies", "tiny_sample_dataset", "read_items"]
 
 
 def _matches(item: dict, domains: Sequence[str] | None) -> bool:
@@ -72,21 +73,6 @@ def task_datalist(
     return data
 
 
-def fold_items(data: dict, modality: str, fold: int, role: str, labelled: bool) -> list[dict]:
-    """Items of a task datalist for (fold, role), as :func:`custom.data.datalist_items` selects them."""
-    out = []
-    for i in data[modality]:
-        f = i.get("fold")
-        if role == "train" and f is not None and int(f) == fold:
-            continue
-        if role == "val" and (f is None or int(f) != fold):
-            continue
-        if labelled and not i.get("label"):
-            continue
-        out.append(i)
-    return out
-
-
 def digest(obj) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
@@ -120,9 +106,8 @@ def n4_cache(items: dict[str, list[dict]], cache_dir: str | os.PathLike, n4_kwar
                 arr, affine = np.asarray(nii.dataobj, dtype=np.float32), nii.affine
             mt = MetaTensor(torch.as_tensor(arr, dtype=torch.float32)[None], affine=torch.as_tensor(affine))
             corrected = np.asarray(n4(mt))[0].astype(np.float32)
-            tmp = cache / f".{dst.name}.tmp.nii.gz"
-            nib.save(nib.Nifti1Image(corrected, affine), str(tmp))
-            os.replace(tmp, dst)
+            with atomic_path(dst, suffix=".nii.gz") as tmp:
+                nib.save(nib.Nifti1Image(corrected, affine), tmp)
             log(f"N4: {item['image']} -> {dst}")
         item["original_image"] = item["image"]
         item["image"] = str(dst)
@@ -162,10 +147,8 @@ def resampled_copies(items: dict[str, list[dict]], cache_dir: str | os.PathLike,
                     res = Spacing(pixdim=[float(spacing)] * 3, mode=mode)(img.float())
                     arr = np.asarray(res[0])
                     arr = arr.astype(np.float32) if role == "image" else np.rint(arr).astype(np.int16)
-                    dst.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = dst.with_name(f".{dst.name}.tmp.nii.gz")
-                    nib.save(nib.Nifti1Image(arr, np.asarray(res.affine, dtype=np.float64)), str(tmp))
-                    os.replace(tmp, dst)
+                    with atomic_path(dst, suffix=".nii.gz") as tmp:
+                        nib.save(nib.Nifti1Image(arr, np.asarray(res.affine, dtype=np.float64)), tmp)
                     log(f"resampled{' + N4' if role == 'image' and modality == 'mr' and n4 else ''}: {item[role]} -> {dst}")
                 item[f"original_{role}"] = item[role]
                 item[role] = str(dst)
@@ -200,6 +183,4 @@ def tiny_sample_dataset(sample_dir: str | os.PathLike, out_dir: str | os.PathLik
             if modality == "mr":
                 item["domain"] = ["T1-like A", "T1-like B"][k % 2]
             data[modality].append(item)
-    path = out / "datalist.json"
-    path.write_text(json.dumps(data, indent=2) + "\n")
-    return str(path)
+    return write_datalist(data, out / "datalist.json")

@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-BUNDLE = REPO / "bundle"
-BUNDLE_CONFIGS = BUNDLE / "configs"
+from tools.paths import BUNDLE, BUNDLE_CONFIGS, REPO  # noqa: F401 (the experiments read them from here)
+
 EXPERIMENT_CONFIGS = Path(__file__).resolve().parent / "configs"
 
 TASKS = ("da", "dal", "joint")

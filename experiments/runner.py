@@ -35,7 +35,9 @@ from pathlib import Path
 import torch
 import yaml
 
+from custom.data import select_items
 from custom.handlers import latest_checkpoint
+from custom.utils import atomic_write_text
 
 from . import data as xdata
 from .protocol import BUNDLE, BUNDLE_CONFIGS, METHODS, TABLES, Method, table_cells
@@ -124,9 +126,7 @@ def _cli(configs: list[str], overrides: dict, run_id: str | None) -> str:
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
 class Experiment:
@@ -190,11 +190,11 @@ class Experiment:
         dl = self._datalists[task]
         train_items = {}
         if "ct" in method.uses:
-            train_items["ct"] = sorted(i["id"] for i in xdata.fold_items(dl, "ct", fold, "train", True))
+            train_items["ct"] = sorted(i["id"] for i in select_items(dl["ct"], fold, "train", labelled=True))
         if "mr" in method.uses:
-            train_items["mr"] = sorted(i["id"] for i in xdata.fold_items(dl, "mr", fold, "train", False))
+            train_items["mr"] = sorted(i["id"] for i in select_items(dl["mr"], fold, "train"))
         if "mr_labels" in method.uses:
-            train_items["mr_labelled"] = sorted(i["id"] for i in xdata.fold_items(dl, "mr", fold, "train", True))
+            train_items["mr_labelled"] = sorted(i["id"] for i in select_items(dl["mr"], fold, "train", labelled=True))
         configs = method.config_files() + [str(self.size_file)]
         key = xdata.digest(
             {"configs": [Path(c).name for c in configs], "size": size_override(self.s), "seed": self.s.seed,
@@ -264,7 +264,7 @@ class Experiment:
         from monai.bundle import ConfigWorkflow
 
         dl = self._datalists[spec["task"]]
-        items = xdata.fold_items(dl, test, spec["fold"], "val", True)
+        items = select_items(dl[test], spec["fold"], "val", labelled=True)
         if not items:
             return None
         items = [{k: i[k] for k in ("image", "label", "id", "liver_value") if k in i} for i in items]

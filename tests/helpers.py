@@ -12,8 +12,8 @@ from monai.networks.nets import BasicUNet
 
 import custom.transforms
 
-REPO = Path(__file__).resolve().parents[1]
-BUNDLE = REPO / "bundle"
+from tools.paths import BUNDLE, REPO
+
 INFERENCE = str(BUNDLE / "configs" / "inference.yaml")
 MR = BUNDLE / "sample_data" / "mr" / "totalseg_mr_sm_image.nii.gz"
 MR_LABEL = BUNDLE / "sample_data" / "mr" / "totalseg_mr_sm_label.nii.gz"

@@ -27,15 +27,13 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from tests.helpers import REPO  # noqa: E402
-BUNDLE = REPO / "bundle"
+from tests.helpers import BUNDLE, REPO  # noqa: E402
 METADATA = BUNDLE / "configs" / "metadata.json"
 INFERENCE = BUNDLE / "configs" / "inference.yaml"
 SAMPLE_MR = "sample_data/mr/totalseg_mr_sm_image.nii.gz"
 NAME = "dalace_liver_segmentation"
 
-sys.path.insert(0, str(REPO / "tools"))
-import package_bundle  # noqa: E402
+from tools import package_bundle  # noqa: E402
 
 # tiny network_def (and a coarse grid for the end-to-end run), as command-line overrides
 TINY = {"width": 4, "num_res_blocks": 1, "code_dim": 2, "segmenter#features": [4, 4, 8, 8, 16, 4]}

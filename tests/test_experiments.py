@@ -21,7 +21,8 @@ from tests.helpers import REPO  # noqa: E402
 if str(REPO) not in sys.path:  # the experiments package lives at the repository root
     sys.path.insert(0, str(REPO))
 
-from experiments.data import fold_items, task_datalist, tiny_sample_dataset  # noqa: E402
+from custom.data import select_items  # noqa: E402
+from experiments.data import task_datalist, tiny_sample_dataset  # noqa: E402
 from experiments.runner import Experiment, Settings, size_override  # noqa: E402
 from experiments.tables import write_tables  # noqa: E402
 
@@ -38,12 +39,12 @@ def test_task_datalist_selects_domains_and_splits_every_case_once():
     dl = task_datalist(_items(), num_folds=2, seed=0, mr_domains=["t2-spir"], ct_split=False)
     assert {i["id"] for i in dl["mr"]} == {"mr1", "mr2", "mr4", "mr5"}
     assert all("fold" not in i for i in dl["ct"])  # CT trains in every fold
-    held_out = [i["id"] for k in range(2) for i in fold_items(dl, "mr", k, "val", True)]
+    held_out = [i["id"] for k in range(2) for i in select_items(dl["mr"], k, "val", labelled=True)]
     assert sorted(held_out) == ["mr1", "mr2", "mr4", "mr5"]  # every MR case tested exactly once
     for k in range(2):
-        train = {i["id"] for i in fold_items(dl, "mr", k, "train", False)}
-        assert train.isdisjoint(i["id"] for i in fold_items(dl, "mr", k, "val", True))
-        assert len(fold_items(dl, "ct", k, "train", True)) == 3
+        train = {i["id"] for i in select_items(dl["mr"], k, "train")}
+        assert train.isdisjoint(i["id"] for i in select_items(dl["mr"], k, "val", labelled=True))
+        assert len(select_items(dl["ct"], k, "train", labelled=True)) == 3
     # the same MR selection gets the same folds (models shared between tasks see the same split)
     again = task_datalist(_items(), num_folds=2, seed=0, mr_domains=["T2-SPIR"], ct_split=True)
     assert [i["fold"] for i in again["mr"]] == [i["fold"] for i in dl["mr"]]

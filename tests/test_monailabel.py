@@ -25,7 +25,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -39,10 +38,8 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from tests.helpers import REPO  # noqa: E402
-BUNDLE = REPO / "bundle"
-sys.path.insert(0, str(REPO / "tools"))
-import package_bundle  # noqa: E402
+from tests.helpers import BUNDLE  # noqa: E402
+from tools import package_bundle  # noqa: E402
 
 NAME = package_bundle.DEFAULT_NAME
 SHIPPED = f"{NAME}_shipped"  # the bundle as it ships: real configs, trained weights

@@ -18,12 +18,18 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import sys
 import zipfile
 from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+if __name__ == "__main__" and not __package__:  # python tools/package_bundle.py: the repository's packages too
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from custom.utils import atomic_path  # noqa: E402
+from tools.paths import BUNDLE, CUSTOM, REPO  # noqa: E402
+
 DEFAULT_NAME = "dalace_liver_segmentation"
 MAX_FILE_BYTES = 25 * 1024 * 1024  # the model zoo's limit for a file in a bundle (larger: large_files.yml)
 
@@ -87,10 +93,10 @@ def check_bundle(files: dict[str, Path], require_model: bool = True) -> None:
 
 
 def package(
-    bundle_dir: str | os.PathLike = REPO / "bundle",
+    bundle_dir: str | os.PathLike = BUNDLE,
     output_dir: str | os.PathLike = REPO / "dist",
     name: str = DEFAULT_NAME,
-    custom_dir: str | os.PathLike = REPO / "custom",
+    custom_dir: str | os.PathLike = CUSTOM,
     require_model: bool = True,
 ) -> str:
     """Write ``<output_dir>/<name>.zip`` and return its path.
@@ -107,16 +113,14 @@ def package(
     check_bundle(files, require_model=require_model)
     output_dir.mkdir(parents=True, exist_ok=True)
     target = output_dir / f"{name}.zip"
-    tmp = target.with_suffix(".zip.part")
     merged = files.pop(MONAILABEL, None) is not None and TRAIN in files
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+    with atomic_path(target, suffix=".zip.part") as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for rel, path in sorted(files.items()):
             if rel == TRAIN and merged:
                 header = f"# {TRAIN} merged with {MONAILABEL} by tools/package_bundle.py (comments: the repository's files)\n"
                 zf.writestr(f"{name}/{rel}", header + yaml.safe_dump(train_config(bundle_dir), sort_keys=False, width=120))
             else:
                 zf.write(path, f"{name}/{rel}")
-    os.replace(tmp, target)
     print(f"wrote {target} ({len(files)} files, {target.stat().st_size / 2**20:.1f} MB)")
     return str(target)
 

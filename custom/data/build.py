@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from custom.utils import atomic_write_text
+
 from .datalist import IMAGE_SUFFIXES, MODALITIES, default_id, read_datalist_json
 from .errors import DatalistError
 
@@ -163,8 +165,6 @@ def datalist_from_manifest(
 
 
 def write_datalist(data: dict, output: str | os.PathLike) -> str:
-    """Write a datalist as indented JSON (stable key order, so diffs stay readable); return its path."""
-    out = Path(output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(data, indent=2) + "\n")
-    return str(out)
+    """Write a datalist as indented JSON (stable key order, so diffs stay readable), atomically; return its path."""
+    atomic_write_text(output, json.dumps(data, indent=2) + "\n")
+    return str(output)

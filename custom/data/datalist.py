@@ -42,7 +42,7 @@ from monai.data import load_decathlon_datalist
 
 from .errors import DatalistError
 
-__all__ = ["MODALITIES", "ROLES", "read_datalist_json", "resolve_items", "datalist_items"]
+__all__ = ["MODALITIES", "ROLES", "read_datalist_json", "resolve_items", "select_items", "datalist_items"]
 
 MODALITIES = ("ct", "mr")
 ROLES = ("train", "val", "all", "test")
@@ -101,6 +101,17 @@ def _normalized(items: list[dict], default_liver_value, require_labels: bool) ->
     return out
 
 
+def select_items(items: Sequence[dict], fold: int | None = None, role: str = "train", labelled: bool = False) -> list[dict]:
+    """The items of ``role`` with fold ``fold`` held out (module docstring: ``"train"`` leaves fold ``k``
+    out, ``"val"`` is fold ``k``, both are every item when ``fold`` is None; other roles keep all), only
+    the labelled ones when ``labelled``. What :func:`datalist_items` selects, for datalists in memory."""
+    if role == "train" and fold is not None:
+        items = [i for i in items if i.get("fold") is None or int(i["fold"]) != int(fold)]
+    elif role == "val" and fold is not None:
+        items = [i for i in items if i.get("fold") is not None and int(i["fold"]) == int(fold)]
+    return [i for i in items if i.get("label")] if labelled else list(items)
+
+
 _VALIDATED: set[tuple] = set()  # whole datalists that passed validate_datalist in this process
 
 
@@ -150,12 +161,8 @@ def datalist_items(
     items = load_decathlon_datalist(
         str(datalist_file), is_segmentation=True, data_list_key=key, base_dir=None if dataset_dir is None else str(dataset_dir)
     )
-    if role == "train" and fold is not None:
-        items = [i for i in items if i.get("fold") is None or int(i["fold"]) != int(fold)]
-    elif role == "val" and fold is not None:
-        items = [i for i in items if i.get("fold") is not None and int(i["fold"]) == int(fold)]
-    if require_labels and modality != "ct":  # unlabelled MR is normal; unlabelled CT is a mistake, reported below
-        items = [i for i in items if i.get("label")]
+    # unlabelled MR is normal; unlabelled CT is a mistake, reported below
+    items = select_items(items, fold, role, labelled=require_labels and modality != "ct")
     if not items:
         if allow_empty:
             return []

@@ -1,0 +1,1 @@
+"""Repository tools: packaging the bundle (``package_bundle.py``) and the repository's paths (``paths.py``)."""
