@@ -4,8 +4,8 @@
   their metric without the voxel spacing, so distances come out in voxels. This handler gives the
   metric each case's spacing, read from the affine of the case (its ground truth, else its
   prediction), so HD95 and ASD are in mm on whatever grid the case was evaluated on.
-- :class:`MetricsReport`: a CSV of every case's metrics side by side and a summary as
-  ``mean (std)`` per metric, in CSV and Markdown, as in the paper's tables.
+- :class:`MetricsReport`: MONAI's ``MetricsSaver`` plus a CSV of every case's metrics side by side
+  (by case id) and a ``mean (std)`` summary in Markdown, as in the paper's tables.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from ignite.engine import Engine, Events
 from ignite.metrics.metric import reinit__is_reduced
 from monai.data import MetaTensor, decollate_batch
 from monai.data.utils import affine_to_spacing
-from monai.handlers import IgniteMetricHandler
+from monai.handlers import IgniteMetricHandler, MetricsSaver
 from monai.metrics import CumulativeIterationMetric
 from monai.utils import ImageMetaKey
 
@@ -83,13 +83,17 @@ class SpacingMetricHandler(IgniteMetricHandler):
             self.metric_fn(y_pred[i : i + 1], y[i : i + 1], spacing=spacing)
 
 
-class MetricsReport:
-    """Writes ``<prefix>_per_case.csv`` and ``<prefix>_summary.{csv,md}`` when the evaluation ends.
+class MetricsReport(MetricsSaver):
+    """MONAI's ``MetricsSaver`` plus what it lacks: every case's metrics side by side under the case's
+    id, and a ``mean (std)`` summary in Markdown, as in the paper's tables.
 
-    Reads the per-case values that metric handlers with ``save_details=True`` leave in
-    ``engine.state.metric_details`` (one column per metric, per class when a metric has several),
-    and the case of every row from ``engine.state.batch``. The summary is mean and standard deviation
-    over cases (population std, NaN cases left out and counted), formatted ``0.847 (0.041)``.
+    MetricsSaver writes ``metrics.csv``, ``<metric>_raw.csv`` (per case, by file name) and
+    ``<metric>_summary.csv`` (``summary_ops`` over cases); this handler adds, when the evaluation ends,
+    ``<prefix>_per_case.csv`` (``case`` id, ``image`` file and one column per metric, per class when a
+    metric has several, at full precision) and ``<prefix>_summary.md``: mean and standard deviation over
+    cases (population std, non-finite cases left out and counted), formatted ``0.847 (0.041)``. The
+    per-case values are those that metric handlers with ``save_details=True`` leave in
+    ``engine.state.metric_details``.
 
     Args:
         save_dir: output folder.
@@ -98,6 +102,7 @@ class MetricsReport:
         id_key: the data key of a case id (the datalist's ``id``); the file name stands in without it.
         prefix: file name prefix.
         decimals: digits of the Markdown summary.
+        summary_ops: MetricsSaver's summary operations (``<metric>_summary.csv``).
     """
 
     def __init__(
@@ -108,9 +113,11 @@ class MetricsReport:
         id_key: str | None = "id",
         prefix: str = "metrics",
         decimals: int = 3,
+        summary_ops: str | Sequence[str] | None = ("mean", "std", "median", "min", "max", "notnans"),
     ) -> None:
-        self.save_dir = save_dir
-        self.metrics = list(metrics) if metrics is not None else None
+        names = list(metrics) if metrics is not None else "*"
+        super().__init__(save_dir, metrics=names, metric_details=names, batch_transform=self._metas, summary_ops=summary_ops)
+        self.report_metrics = list(metrics) if metrics is not None else None
         self.case_key = case_key
         self.id_key = id_key
         self.prefix = prefix
@@ -118,23 +125,33 @@ class MetricsReport:
         self._cases: list[tuple[str, str]] = []  # (id, image file)
 
     def attach(self, engine: Engine) -> None:
+        super().attach(engine)
         engine.add_event_handler(Events.EPOCH_STARTED, lambda e: self._cases.clear())
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    @staticmethod
+    def _items(batch) -> list:
+        return list(batch) if isinstance(batch, (list, tuple)) else decollate_batch(batch)
+
+    def _meta(self, d) -> dict:
+        if not isinstance(d, dict):
+            return {}
+        img = d.get(self.case_key)
+        return img.meta if isinstance(img, MetaTensor) else d.get(f"{self.case_key}_meta_dict") or {}
+
+    def _metas(self, batch) -> list[dict]:
+        return [self._meta(d) for d in self._items(batch)]
 
     def _collect(self, engine: Engine) -> None:
-        batch = engine.state.batch
-        items = batch if isinstance(batch, (list, tuple)) else decollate_batch(batch)
-        for d in items:
-            img = d.get(self.case_key) if isinstance(d, dict) else None
-            meta = img.meta if isinstance(img, MetaTensor) else (d.get(f"{self.case_key}_meta_dict") or {})
-            path = str(meta.get(ImageMetaKey.FILENAME_OR_OBJ, len(self._cases)))
+        for d in self._items(engine.state.batch):
+            path = str(self._meta(d).get(ImageMetaKey.FILENAME_OR_OBJ, len(self._cases)))
             case_id = d.get(self.id_key) if self.id_key and isinstance(d, dict) else None
             self._cases.append((str(case_id) if case_id not in (None, "") else case_name(path), path))
 
     def __call__(self, engine: Engine) -> None:
+        super().__call__(engine)  # MetricsSaver's files
         details = getattr(engine.state, "metric_details", {}) or {}
-        names = self.metrics if self.metrics is not None else list(details)
+        names = self.report_metrics if self.report_metrics is not None else list(details)
         columns: dict[str, np.ndarray] = {}
         for name in names:
             if name not in details:
@@ -157,19 +174,11 @@ class MetricsReport:
             for i in range(n):
                 w.writerow([*cases[i], *(repr(float(v[i])) for v in columns.values())])
 
-        rows = []
-        for name, v in columns.items():
-            ok = v[np.isfinite(v)]
-            mean = float(np.mean(ok)) if ok.size else float("nan")
-            std = float(np.std(ok)) if ok.size else float("nan")
-            rows.append((name, mean, std, int(ok.size), int(v.size - ok.size)))
-        with open(os.path.join(self.save_dir, f"{self.prefix}_summary.csv"), "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["metric", "mean", "std", "cases", "nan_cases"])
-            for name, mean, std, k, bad in rows:
-                w.writerow([name, repr(mean), repr(std), k, bad])
         d = self.decimals
         with open(os.path.join(self.save_dir, f"{self.prefix}_summary.md"), "w") as f:
-            f.write(f"| metric | mean (std) | cases |\n| --- | --- | --- |\n")
-            for name, mean, std, k, bad in rows:
-                f.write(f"| {name} | {mean:.{d}f} ({std:.{d}f}) | {k}{f' (+{bad} NaN)' if bad else ''} |\n")
+            f.write("| metric | mean (std) | cases |\n| --- | --- | --- |\n")
+            for name, v in columns.items():
+                ok = v[np.isfinite(v)]
+                mean, std = (float(np.mean(ok)), float(np.std(ok))) if ok.size else (float("nan"), float("nan"))
+                bad = int(v.size - ok.size)
+                f.write(f"| {name} | {mean:.{d}f} ({std:.{d}f}) | {ok.size}{f' (+{bad} NaN)' if bad else ''} |\n")
