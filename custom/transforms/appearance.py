@@ -126,7 +126,34 @@ class RandLocationScaleIntensity(RandomizableTransform):
         return convert_to_dst_type(out.astype(np.float32), img, dtype=torch.float32 if isinstance(img, torch.Tensor) else np.float32)[0]
 
 
-class RandLocationScaleIntensityd(RandomizableTransform, MapTransform):
+class _RandArrayd(RandomizableTransform, MapTransform):
+    """What the dictionary forms share: one random decision per sample (``prob``), the array
+    transform's random state set with this one's, and every key through :meth:`_transform`."""
+
+    def __init__(self, keys: KeysCollection, transform: RandomizableTransform, prob: float, allow_missing_keys: bool) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+        self.transform = transform
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
+        super().set_random_state(seed, state)
+        self.transform.set_random_state(seed, state)
+        return self
+
+    def _transform(self, d: dict, key: Hashable) -> NdarrayOrTensor:
+        raise NotImplementedError
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        self.randomize(None)
+        if not self._do_transform:
+            return d
+        for key in self.key_iterator(d):
+            d[key] = self._transform(d, key)
+        return d
+
+
+class RandLocationScaleIntensityd(_RandArrayd):
     """Dictionary form of :class:`RandLocationScaleIntensity`; ``label_key`` enables the class-level mode."""
 
     backend = RandLocationScaleIntensity.backend
@@ -139,26 +166,12 @@ class RandLocationScaleIntensityd(RandomizableTransform, MapTransform):
         allow_missing_keys: bool = False,
         **kwargs,
     ) -> None:
-        MapTransform.__init__(self, keys, allow_missing_keys)
-        RandomizableTransform.__init__(self, prob)
+        super().__init__(keys, RandLocationScaleIntensity(prob=1.0, **kwargs), prob, allow_missing_keys)
         self.label_key = label_key
-        self.transform = RandLocationScaleIntensity(prob=1.0, **kwargs)
 
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
-        super().set_random_state(seed, state)
-        self.transform.set_random_state(seed, state)
-        return self
-
-    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
-        d = dict(data)
-        self.randomize(None)
-        if not self._do_transform:
-            return d
-        label = d.get(self.label_key) if self.label_key else None
-        for key in self.key_iterator(d):
-            self.transform.randomize()
-            d[key] = self.transform(d[key], label=label, randomize=False)
-        return d
+    def _transform(self, d: dict, key: Hashable) -> NdarrayOrTensor:
+        self.transform.randomize()
+        return self.transform(d[key], label=d.get(self.label_key) if self.label_key else None, randomize=False)
 
 
 class RandConvIntensity(RandomizableTransform):
@@ -226,26 +239,13 @@ class RandConvIntensity(RandomizableTransform):
         return convert_to_dst_type(out, img, dtype=torch.float32 if isinstance(img, torch.Tensor) else np.float32)[0]
 
 
-class RandConvIntensityd(RandomizableTransform, MapTransform):
+class RandConvIntensityd(_RandArrayd):
     """Dictionary form of :class:`RandConvIntensity`."""
 
     backend = RandConvIntensity.backend
 
     def __init__(self, keys: KeysCollection, prob: float = 0.5, allow_missing_keys: bool = False, **kwargs) -> None:
-        MapTransform.__init__(self, keys, allow_missing_keys)
-        RandomizableTransform.__init__(self, prob)
-        self.transform = RandConvIntensity(prob=1.0, **kwargs)
+        super().__init__(keys, RandConvIntensity(prob=1.0, **kwargs), prob, allow_missing_keys)
 
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
-        super().set_random_state(seed, state)
-        self.transform.set_random_state(seed, state)
-        return self
-
-    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
-        d = dict(data)
-        self.randomize(None)
-        if not self._do_transform:
-            return d
-        for key in self.key_iterator(d):
-            d[key] = self.transform(d[key], randomize=True)
-        return d
+    def _transform(self, d: dict, key: Hashable) -> NdarrayOrTensor:
+        return self.transform(d[key], randomize=True)
