@@ -1,4 +1,5 @@
-"""The DALACE trainer: the paper's three-part update on one CT batch and one MR batch per iteration."""
+"""The trainers' skeleton, ``MultiOptimizerTrainer`` (one batch, several optimizer updates, MONAI's events), and the
+DALACE trainer on it: the paper's three-part update on one CT batch and one MR batch per iteration."""
 
 from __future__ import annotations
 

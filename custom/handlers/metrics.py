@@ -1,4 +1,4 @@
-"""Evaluation pieces MONAI lacks: surface distances in millimetres, and the paper's mean (std) tables.
+"""Evaluation handlers: surface distances in millimetres, and MONAI's metrics report plus per-case and mean (std) tables.
 
 - :class:`SpacingMetricHandler`: MONAI's ``HausdorffDistance`` and ``SurfaceDistance`` handlers call
   their metric without the voxel spacing, so distances come out in voxels. This handler gives the
