@@ -92,3 +92,27 @@ def test_random_convolution_without_mixing_is_the_identity_and_works_in_3d():
 def test_wrong_dimensionality_is_a_clear_error():
     with pytest.raises(ValueError, match="2D or 3D"):
         RandConvIntensity(prob=1.0)(torch.zeros(1, 8))
+
+
+@pytest.mark.parametrize(
+    "configs, modality_chain, expected",
+    [
+        ([], "train#preprocessing_ct", True),  # on by default for DALACE's CT stream
+        ([], "train#preprocessing_mr", False),  # never on the MR stream
+        (["experiments/configs/no_appearance.yaml"], "train#preprocessing_ct", False),
+        (["bundle/configs/unet_ct.yaml"], "train#preprocessing", True),  # the single-source baseline
+        (["bundle/configs/unet_ct.yaml", "bundle/configs/unet_mr.yaml"], "train#preprocessing", False),
+    ],
+)
+def test_the_training_chains_carry_the_augmentation_where_the_configs_say(configs, modality_chain, expected):
+    from monai.bundle import ConfigParser
+
+    from tools.paths import BUNDLE, REPO
+
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLE / "configs" / "train.yaml")] + [str(REPO / c) for c in configs])
+    parser.update({"bundle_root": str(BUNDLE)})
+    chain = parser.get_parsed_content(modality_chain).transforms
+    kinds = {type(t) for t in chain}
+    assert ({RandLocationScaleIntensityd, RandConvIntensityd} <= kinds) == expected
+    assert expected or not kinds & {RandLocationScaleIntensityd, RandConvIntensityd}
