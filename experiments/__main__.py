@@ -35,10 +35,13 @@ def run(datalist: str, output: str, **options):
 
     _logging()
     settings = Settings(datalist=datalist, output=output, **options)
-    Experiment(settings).run()
+    results = Experiment(settings).run()
     from .tables import write_tables
 
     print(write_tables(settings.output))
+    failed = sorted({f"{c['run']}: {c['error']}" for c in results.get("cells", []) if c.get("error")})
+    if failed:  # the tables mark them, but a run with failed cells must not look like a success
+        raise SystemExit(f"{len(failed)} run(s) failed (rerun the same command to retry them):\n" + "\n".join(f"  - {f}" for f in failed))
 
 
 def tables(output: str):

@@ -84,6 +84,29 @@ def test_size_override_follows_the_options():
     assert size_override(Settings(datalist="d", output="o"))["segmenter#features"] == [32, 32, 64, 128, 256, 32]
 
 
+def test_a_command_with_failed_runs_exits_non_zero_naming_them(tmp_path, monkeypatch):
+    import experiments.__main__ as cli
+
+    cells = [{"table": "1", "task": "da", "method": "dalace", "row": "DALACE", "column": "DSC (std)", "test": "mr", "fold": 0,
+              "run": "dalace-abc", "error": "RuntimeError: boom"},
+             {"table": "1", "task": "da", "method": "unet_ct", "row": "lowerbound (U-Net trained on CT)", "column": "DSC (std)",
+              "test": "mr", "fold": 0, "run": "unet_ct-def", "cases": [{"case": "a", "dice": 0.5, "hd95": 1.0, "asd": 1.0}]}]
+
+    def fake_run(self):
+        (tmp_path / "results.json").write_text(json.dumps({"cells": cells}))
+        return {"cells": cells}
+
+    monkeypatch.setattr(Experiment, "run", fake_run)
+    monkeypatch.setattr(Experiment, "__init__", lambda self, settings: None)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(str(tmp_path / "datalist.json"), str(tmp_path))
+    assert "1 run(s) failed" in str(exit_info.value.code) and "dalace-abc: RuntimeError: boom" in str(exit_info.value.code)
+    assert "unet_ct-def" not in str(exit_info.value.code)
+    assert (tmp_path / "table1_da.md").exists()  # the tables are still written first
+    cells.pop(0)
+    cli.run(str(tmp_path / "datalist.json"), str(tmp_path))  # all runs done: a normal return
+
+
 def test_tables_are_mean_std_over_all_held_out_cases(tmp_path):
     cell = {"table": "3", "task": "joint", "method": "dalace", "row": "Joint CT&MR DALACE"}
     results = {
