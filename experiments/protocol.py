@@ -63,6 +63,7 @@ _DA = {
     "unet_ct_plain": Method("unet_ct_plain", ("unet_ct.yaml", "experiments/no_appearance.yaml"), ("ct",), "unet", "unet"),
     "dalace_plain": Method("dalace_plain", ("experiments/no_appearance.yaml",), ("ct", "mr"), "dalace"),
     "dalace_raw": Method("dalace_raw", (), ("ct", "mr"), "dalace", weights="raw", run_as="dalace"),
+    "dalace_mr_path": Method("dalace_mr_path", ("experiments/mr_path_supervision.yaml",), ("ct", "mr"), "dalace"),
 }
 
 
@@ -151,6 +152,7 @@ TABLES: dict[str, Table] = {
             ("DALACE, no appearance augmentation (averaged weights)", "da", "dalace_plain"),
             ("DALACE, appearance augmentation, raw last weights", "da", "dalace_raw"),
             ("DALACE, appearance augmentation, averaged weights (shipped recipe)", "da", "dalace"),
+            ("DALACE, as above, CT labels also on MR's path", "da", "dalace_mr_path"),
             ("MR-supervised U-Net (upper bound)", "da", "unet_mr"),
         ),
         (("DSC (std)", None, "mr"),),

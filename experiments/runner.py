@@ -396,15 +396,9 @@ def read_per_case(path: Path) -> list[dict]:
 def load_trained_network(run_dir: str | os.PathLike, checkpoint: str | None = None):
     """The full network of a training run (DALACE, CycleGAN, U-Net) with the weights of its last
     checkpoint (``train/checkpoints/checkpoint_epoch=N.pt``, key ``network``), in eval mode on CPU."""
-    from monai.bundle import ConfigParser
-
-    run_dir = Path(run_dir)
-    rec = json.loads((run_dir / "run.json").read_text())
-    parser = ConfigParser()
-    parser.read_config(rec["configs"])
-    parser.update({k: v for k, v in rec["overrides"].items() if k != "resume"})
+    parser = run_config(run_dir)
     net = parser.get_parsed_content("network_def", instantiate=True)
-    ckpt = checkpoint or latest_checkpoint(Path(rec["overrides"]["output_dir"]) / "checkpoints", required=True)
+    ckpt = checkpoint or latest_checkpoint(Path(parser["output_dir"]) / "checkpoints", required=True)
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     net.load_state_dict(state["network"])
     return net.eval()

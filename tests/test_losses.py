@@ -158,3 +158,25 @@ def test_generator_adversarial_terms_reach_translation_paths(batch):
     reached = _reached(model, loss.pair_generator(model.pair_discriminator, model(x_ct, x_mr)))
     assert {"anatomy_encoders.mr", "generators.mr"} <= reached
     assert not reached & {"anatomy_encoders.ct", "modality_encoders.ct", "modality_encoders.mr", "image_discriminators"}
+
+
+def test_mr_path_supervision_reaches_mr_anatomy_path_and_segmenter(batch):
+    """CT labels on MR's path: the translation term reaches MR's anatomy encoder through the translation
+    (and the CT encoder and MR generator that made it); the direct term reaches only MR's path."""
+    model, x_ct, x_mr, label = batch
+    loss = DALACELoss(translated_ce_weight=1.0, cross_ce_weight=1.0)
+    assert loss.supervises_mr_path and not DALACELoss().supervises_mr_path
+    assert "seg_ct2mr" not in model(x_ct, x_mr)
+    paths = model(x_ct, x_mr, cross_paths=True)
+    assert paths["seg_ct2mr"].shape == paths["seg_ct_via_mr"].shape == paths["seg_ct"].shape
+    terms = loss.mr_path_segmentation(paths, label)
+    torch.testing.assert_close(terms["total"], terms["ce_ct2mr"] + terms["ce_ct_via_mr"])
+    torch.testing.assert_close(terms["ce_ct_via_mr"], loss.segmentation(paths["seg_ct_via_mr"], label))
+    direct = _reached(model, terms["ce_ct_via_mr"])
+    assert direct == {"anatomy_encoders.mr", "generators.mr", "segmenter"}
+    translated = _reached(model, loss.mr_path_segmentation(model(x_ct, x_mr, cross_paths=True), label)["ce_ct2mr"])
+    assert {"anatomy_encoders.mr", "generators.mr", "segmenter", "anatomy_encoders.ct", "modality_encoders.mr"} <= translated
+    assert not translated & {"image_discriminators", "pair_discriminator"}
+    # weights scale the terms; with both at 0 the total is 0
+    half = DALACELoss(translated_ce_weight=0.5).mr_path_segmentation(paths, label)
+    torch.testing.assert_close(half["total"], 0.5 * terms["ce_ct2mr"])

@@ -25,7 +25,8 @@ def make(batches=2, mr_label=False, **kwargs):
         if mr_label:
             item["mr_label"] = (torch.rand(2, 1, 32, 32) > 0.5).float()
         data.append(item)
-    trainer = DALACETrainer("cpu", kwargs.pop("max_epochs", 1), data, net, opts, DALACELoss(), **kwargs)
+    loss = DALACELoss(**kwargs.pop("loss_kwargs", {}))
+    trainer = DALACETrainer("cpu", kwargs.pop("max_epochs", 1), data, net, opts, loss, **kwargs)
     outputs = []
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: outputs.append((e.state.epoch, dict(e.state.output))))
     return trainer, net, opts, outputs
@@ -149,3 +150,21 @@ def test_amp_kwargs_default_to_bfloat16_and_train_step_is_one_iteration():
     before = snapshot(net)
     out = trainer.train_step(trainer.data_loader[0])
     assert trainer.state.iteration == 1 and moved(net, before) and torch.isfinite(torch.tensor(out["loss"]))
+
+
+def test_mr_path_supervision_trains_mr_anatomy_encoder_before_the_pair_game():
+    """Before the pair game only the CT labels move the anatomy optimizer: by default they reach CT's
+    anatomy encoder alone; with MR path supervision MR's too, and both terms are logged."""
+    for weight, mr_moves in ((0.0, False), (1.0, True)):
+        trainer, net, opts, outputs = make(
+            batches=1, pair_warmup_epochs=5, loss_kwargs={"translated_ce_weight": weight, "cross_ce_weight": weight}
+        )
+        for name, opt in opts.items():
+            for g in opt.param_groups:
+                g["lr"] = 1e-2 if name == "anatomy" else 0.0
+        before = snapshot(net)
+        trainer.run()
+        changed = moved(net, before)
+        assert any(n.startswith("anatomy_encoders.ct") for n in changed)
+        assert any(n.startswith("anatomy_encoders.mr") for n in changed) == mr_moves
+        assert ("apm/ce_ct2mr" in outputs[-1][1]) == mr_moves and ("apm/ce_ct_via_mr" in outputs[-1][1]) == mr_moves

@@ -197,6 +197,8 @@ class DALACETrainer(MultiOptimizerTrainer):
        the joint-learning task); ``anatomy`` (anatomy encoders and generators, lr 1e-4 in the paper):
        L_CE too, since its gradient is what keeps anatomy in the domain-agnostic images, plus the
        generator side of the pair game L_pair_adv (APM, eq. 8) once ``epoch > pair_warmup_epochs``;
+       beyond the paper, when the loss ``supervises_mr_path``, the CT labels also on MR's path
+       (CT->MR translations and the CT slices through MR's anatomy encoder) join L_CE;
        ``pair_discriminator``: its side of the pair game, on the same schedule.
 
     With ``use_apm=False`` (DADR, the paper's ablation) the segmenter learns from detached
@@ -242,7 +244,9 @@ class DALACETrainer(MultiOptimizerTrainer):
 
     # -------------------------------------------------------------------------------- iteration
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return self.network(batch["ct_image"], batch["mr_image"], detach_agnostic=not self.use_apm)
+        return self.network(
+            batch["ct_image"], batch["mr_image"], detach_agnostic=not self.use_apm, cross_paths=self.loss.supervises_mr_path
+        )
 
     def updates(self, batch: dict[str, torch.Tensor], paths: dict[str, torch.Tensor]):
         x_ct, y_ct, x_mr = batch["ct_image"], batch["ct_label"], batch["mr_image"]
@@ -273,9 +277,14 @@ class DALACETrainer(MultiOptimizerTrainer):
         if self.mr_supervised:
             logs["apm/ce_mr"] = loss.segmentation(paths["seg_mr"].float(), batch["mr_label"])
             ce = ce + logs["apm/ce_mr"]
-        updates.append(("segmenter", loss.ce_weight * ce))
+        ce = loss.ce_weight * ce
+        if loss.supervises_mr_path:
+            mr_path = loss.mr_path_segmentation(paths, y_ct)
+            logs.update({f"apm/{k}": v for k, v in mr_path.items() if k != "total"})
+            ce = ce + mr_path["total"]
+        updates.append(("segmenter", ce))
         if self.use_apm:
-            anatomy_loss = loss.ce_weight * ce
+            anatomy_loss = ce
             if pair_active:
                 logs["apm/pair_gen"] = loss.pair_generator(model.pair_discriminator, paths)
                 logs["apm/pair_disc"] = loss.pair_discriminator(model.pair_discriminator, paths)

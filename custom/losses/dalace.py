@@ -27,6 +27,9 @@ class DALACELoss:
         adv_weight: weight of the cross-domain adversarial terms for the generators (DAM, eq. 4-6).
         ce_weight: weight of the segmenter's cross-entropy on CT domain-agnostic images (eq. 7).
         pair_weight: weight of the pair adversarial term for the generators (APM, eq. 8).
+        translated_ce_weight: beyond the paper, weight of the cross-entropy of MR's path (anatomy
+            encoder, generator, segmenter) on CT->MR translations against the CT labels (0: off).
+        cross_ce_weight: beyond the paper, the same on the (appearance-augmented) CT images themselves.
         gan_criterion: ``"bce"`` (the paper's log loss) or ``"least_squares"``.
         segmentation_loss: loss of logits (B, C, H, W) against integer labels (B, 1, H, W); default
             pixel-wise cross-entropy as in the paper (MONAI's ``DiceCELoss`` is a drop-in option).
@@ -39,6 +42,8 @@ class DALACELoss:
         adv_weight: float = 1.0,
         ce_weight: float = 1.0,
         pair_weight: float = 1.0,
+        translated_ce_weight: float = 0.0,
+        cross_ce_weight: float = 0.0,
         gan_criterion: str = "bce",
         segmentation_loss: nn.Module | None = None,
     ) -> None:
@@ -46,6 +51,7 @@ class DALACELoss:
             raise ValueError(f"gan_criterion must be 'bce' or 'least_squares', got {gan_criterion!r}.")
         self.alpha, self.beta = alpha, beta
         self.adv_weight, self.ce_weight, self.pair_weight = adv_weight, ce_weight, pair_weight
+        self.translated_ce_weight, self.cross_ce_weight = translated_ce_weight, cross_ce_weight
         self.adversarial = PatchAdversarialLoss(criterion=gan_criterion, no_activation_leastsq=True)
         self.segmentation_loss = segmentation_loss
 
@@ -94,6 +100,24 @@ class DALACELoss:
         if self.segmentation_loss is not None:
             return self.segmentation_loss(logits, label)
         return F.cross_entropy(logits, label[:, 0].long())
+
+    @property
+    def supervises_mr_path(self) -> bool:
+        """Whether the CT labels also supervise MR's path (the forward must then run ``cross_paths``)."""
+        return bool(self.translated_ce_weight or self.cross_ce_weight)
+
+    def mr_path_segmentation(self, paths: dict[str, torch.Tensor], label: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The CT labels on MR's path: its segmentation of CT->MR translations and of the CT images.
+
+        Why: the pair game alone reaches MR's anatomy encoder only through a discriminator; these terms
+        give it the labels' signal on MR-like (translated) and randomly re-rendered (augmented) CT content.
+        """
+        terms = {
+            "ce_ct2mr": self.segmentation(paths["seg_ct2mr"].float(), label),
+            "ce_ct_via_mr": self.segmentation(paths["seg_ct_via_mr"].float(), label),
+        }
+        terms["total"] = self.translated_ce_weight * terms["ce_ct2mr"] + self.cross_ce_weight * terms["ce_ct_via_mr"]
+        return terms
 
     def pair_generator(self, pair_discriminator: nn.Module, paths: dict[str, torch.Tensor]) -> torch.Tensor:
         """MR's (domain-agnostic image, predicted mask) pair should pass as a CT pair."""

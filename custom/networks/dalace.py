@@ -84,7 +84,9 @@ class DALACE(nn.Module):
     def domain_agnostic_image(self, x: torch.Tensor, modality: str) -> torch.Tensor:
         return self.decode(self.anatomy_encoders[modality](x), None, modality)
 
-    def forward(self, x_ct: torch.Tensor, x_mr: torch.Tensor, detach_agnostic: bool = False) -> dict[str, torch.Tensor]:
+    def forward(
+        self, x_ct: torch.Tensor, x_mr: torch.Tensor, detach_agnostic: bool = False, cross_paths: bool = False
+    ) -> dict[str, torch.Tensor]:
         """All of Fig. 2 for one unpaired CT batch and MR batch (equal batch sizes).
 
         Returns, by key: ``a_ct, m_ct, a_mr, m_mr`` codes; ``rec_ct, rec_mr`` self-reconstructions
@@ -92,6 +94,10 @@ class DALACE(nn.Module):
         the MR encoders) and ``a_mr_rec, m_ct_rec`` (from ``mr2ct`` by the CT encoders) for eq. 3;
         ``agn_ct, agn_mr`` domain-agnostic images and ``seg_ct, seg_mr`` the segmenter's logits on them
         (on detached images with ``detach_agnostic``, DADR's two-stage training).
+
+        With ``cross_paths`` (beyond the paper) also the MR path on labelled CT content, whose CT
+        labels then supervise it: ``seg_ct2mr`` segments the domain-agnostic image of the CT->MR
+        translation by MR's anatomy encoder and generator, ``seg_ct_via_mr`` that of the CT image itself.
         """
         a_ct, m_ct = self.encode(x_ct, "ct")
         a_mr, m_mr = self.encode(x_mr, "mr")
@@ -101,6 +107,17 @@ class DALACE(nn.Module):
         a_mr_rec, m_ct_rec = self.encode(mr2ct, "ct")
         agn_ct = self.decode(a_ct, None, "ct")
         agn_mr = self.decode(a_mr, None, "mr")
+        segment = (lambda x: self.segmenter(x.detach())) if detach_agnostic else self.segmenter
+        cross = {}
+        if cross_paths:
+            agn_ct2mr = self.decode(a_ct_rec, None, "mr")
+            agn_ct_via_mr = self.domain_agnostic_image(x_ct, "mr")
+            cross = {
+                "agn_ct2mr": agn_ct2mr,
+                "seg_ct2mr": segment(agn_ct2mr),
+                "agn_ct_via_mr": agn_ct_via_mr,
+                "seg_ct_via_mr": segment(agn_ct_via_mr),
+            }
         return {
             "a_ct": a_ct,
             "m_ct": m_ct,
@@ -116,8 +133,9 @@ class DALACE(nn.Module):
             "m_ct_rec": m_ct_rec,
             "agn_ct": agn_ct,
             "agn_mr": agn_mr,
-            "seg_ct": self.segmenter(agn_ct.detach() if detach_agnostic else agn_ct),
-            "seg_mr": self.segmenter(agn_mr.detach() if detach_agnostic else agn_mr),
+            "seg_ct": segment(agn_ct),
+            "seg_mr": segment(agn_mr),
+            **cross,
         }
 
     # ------------------------------------------------------------------------------ parameters
