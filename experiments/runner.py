@@ -129,6 +129,10 @@ def _write_json(path: Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
+#: Options that may change between invocations on one output folder (which cells run now, and how).
+PER_INVOCATION_SETTINGS = ("output", "tables", "methods", "only_folds", "threads")
+
+
 class Experiment:
     def __init__(self, settings: Settings) -> None:
         self.s = settings
@@ -144,6 +148,7 @@ class Experiment:
 
     # ---------------------------------------------------------------------------------- setup
     def prepare(self) -> None:
+        self.check_same_settings()
         _write_json(self.root / "settings.json", asdict(self.s))
         self.size_file.write_text(
             "# size override of the experiment (written by python -m experiments run)\n" + yaml.safe_dump(size_override(self.s), sort_keys=False)
@@ -165,6 +170,26 @@ class Experiment:
             dl = xdata.task_datalist(items, self.s.folds, self.s.seed, domains, ct_split)
             _write_json(self.root / "datalists" / f"{task}.json", dl)
             self._datalists[task] = dl
+
+    def check_same_settings(self) -> None:
+        """An output folder holds one protocol: a later invocation may choose other tables, methods or
+        folds, but not other data, sizes or splits, whose runs would sit beside the first ones and fill
+        the same tables. Raises naming every option that differs from the folder's ``settings.json``."""
+        path = self.root / "settings.json"
+        if not path.exists():
+            return
+        before = json.loads(path.read_text())
+        now = asdict(self.s)
+        differ = [
+            f"{k}: {before.get(k)!r} there, {now[k]!r} now"
+            for k in now
+            if k not in PER_INVOCATION_SETTINGS and before.get(k) != now[k]
+        ]
+        if differ:
+            raise ValueError(
+                f"{self.root} holds an experiment run with other settings ({path}); use the same options "
+                f"or another --output. Differences: " + "; ".join(differ)
+            )
 
     def tasks(self) -> list[str]:
         return sorted({c[2] for t in self.tables for c in table_cells(TABLES[t])}, key=["da", "dal", "joint"].index)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import nibabel as nib
@@ -73,6 +74,21 @@ def test_only_folds_selects_the_folds_to_run(tmp_path):
     assert run(only_folds=1) == [1]  # fire passes a lone number as an int
     with pytest.raises(ValueError, match="outside 0..2"):
         run(only_folds="3")
+
+
+def test_an_output_folder_refuses_other_settings(tmp_path):
+    """Runs of other sizes or splits must not join a folder's tables: the second invocation fails,
+    naming each option that differs; other tables, methods, folds or threads are fine."""
+    first = Settings(datalist="d.json", output=str(tmp_path), folds=3, num_res_blocks=2, ct_split=False)
+    (tmp_path / "settings.json").write_text(json.dumps(asdict(first)))
+    same = Settings(datalist="d.json", output=str(tmp_path), folds=3, num_res_blocks=2, ct_split=False,
+                    tables="A", methods="dalace", only_folds="1", threads=None)
+    Experiment(same).check_same_settings()
+    other = Settings(datalist="d.json", output=str(tmp_path), folds=3)
+    with pytest.raises(ValueError, match="other settings") as err:
+        Experiment(other).check_same_settings()
+    assert "num_res_blocks: 2 there, 4 now" in str(err.value) and "ct_split: False there, True now" in str(err.value)
+    assert "folds:" not in str(err.value)
 
 
 def test_size_override_follows_the_options():
