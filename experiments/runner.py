@@ -22,6 +22,7 @@ fold's MR) is trained once.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -123,6 +124,11 @@ def _cli(configs: list[str], overrides: dict, run_id: str | None) -> str:
     for k, v in overrides.items():
         cmd += [f"--{k}", json.dumps(v) if not isinstance(v, str) else v]
     return "cd bundle && " + " ".join(shlex.quote(c) for c in cmd)
+
+
+def _file_digest(path: str | os.PathLike) -> str:
+    """What a run record keeps of each config, to tell when a reused run's configs have changed since."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def _write_json(path: Path, obj) -> None:
@@ -246,7 +252,12 @@ class Experiment:
         run_dir: Path = spec["dir"]
         done = run_dir / "done.json"
         if done.exists():
-            return json.loads(done.read_text())
+            record = json.loads(done.read_text())
+            changed = [c for c, d in record.get("config_digests", {}).items() if not Path(c).exists() or _file_digest(c) != d]
+            if changed:
+                log.warning(f"reusing {run_dir.name}, trained before these configs changed: {', '.join(changed)} "
+                            f"(delete {run_dir} to retrain it with them)")
+            return record
         run_dir.mkdir(parents=True, exist_ok=True)
         overrides = dict(spec["overrides"])
         resume = latest_checkpoint(Path(overrides["output_dir"]) / "checkpoints") is not None
@@ -259,6 +270,7 @@ class Experiment:
             "fold": spec["fold"],
             "train_items": spec["train_items"],
             "command": _cli(spec["configs"], overrides, "training"),
+            "config_digests": {c: _file_digest(c) for c in spec["configs"]},
             "resumed": resume,
         }
         _write_json(run_dir / "run.json", record)

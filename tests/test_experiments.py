@@ -25,6 +25,7 @@ if str(REPO) not in sys.path:  # the experiments package lives at the repository
 from custom.data import select_items  # noqa: E402
 from experiments.data import task_datalist, tiny_sample_dataset  # noqa: E402
 from experiments.runner import Experiment, Settings, size_override  # noqa: E402
+from experiments import runner  # noqa: E402
 from experiments.tables import write_tables  # noqa: E402
 
 SAMPLE = REPO / "bundle" / "sample_data"
@@ -89,6 +90,24 @@ def test_an_output_folder_refuses_other_settings(tmp_path):
         Experiment(other).check_same_settings()
     assert "num_res_blocks: 2 there, 4 now" in str(err.value) and "ct_split: False there, True now" in str(err.value)
     assert "folds:" not in str(err.value)
+
+
+def test_reusing_a_run_whose_configs_changed_warns(tmp_path, caplog):
+    """A finished run is reused as it is; if a config it trained from has changed since, the log says so."""
+    config = tmp_path / "train.yaml"
+    config.write_text("a: 1\n")
+    run_dir = tmp_path / "runs" / "dalace-abc"
+    run_dir.mkdir(parents=True)
+    record = {"configs": [str(config)], "config_digests": {str(config): runner._file_digest(config)}}
+    (run_dir / "done.json").write_text(json.dumps(record))
+    exp = Experiment(Settings(datalist="d.json", output=str(tmp_path)))
+    runner.log.disabled = False
+    with caplog.at_level("WARNING", logger=runner.log.name):
+        assert exp.train({"dir": run_dir}) == record
+        assert not caplog.records
+        config.write_text("a: 2\n")
+        exp.train({"dir": run_dir})
+    assert "trained before these configs changed" in caplog.text and str(config) in caplog.text
 
 
 def test_size_override_follows_the_options():
