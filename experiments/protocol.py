@@ -145,14 +145,14 @@ TABLES: dict[str, Table] = {
     ),
     "A": Table(
         "A",
-        "Table A. Accuracy on the DA task: appearance augmentation and weight averaging (beyond the paper)",
+        "Table A. Accuracy on the DA task: appearance augmentation, weight averaging, MR path supervision (beyond the paper)",
         (
             ("CT-only U-Net, no appearance augmentation", "da", "unet_ct_plain"),
             ("CT-only U-Net, appearance augmentation", "da", "unet_ct"),
             ("DALACE, no appearance augmentation (averaged weights)", "da", "dalace_plain"),
             ("DALACE, appearance augmentation, raw last weights", "da", "dalace_raw"),
-            ("DALACE, appearance augmentation, averaged weights (shipped recipe)", "da", "dalace"),
-            ("DALACE, as above, CT labels also on MR's path", "da", "dalace_mr_path"),
+            ("DALACE, appearance augmentation, averaged weights (train.yaml)", "da", "dalace"),
+            ("DALACE, as above, CT labels also on MR's path (shipped recipe)", "da", "dalace_mr_path"),
             ("MR-supervised U-Net (upper bound)", "da", "unet_mr"),
         ),
         (("DSC (std)", None, "mr"),),

@@ -122,7 +122,8 @@ def _cli(configs: list[str], overrides: dict, run_id: str | None) -> str:
     """The equivalent ``python -m monai.bundle run`` command (run from ``bundle/``)."""
     cmd = ["python", "-m", "monai.bundle", "run"] + ([run_id] if run_id else []) + ["--config_file", str(configs)]
     for k, v in overrides.items():
-        cmd += [f"--{k}", json.dumps(v) if not isinstance(v, str) else v]
+        # booleans as Python literals: the bundle CLI (fire) reads "false" as a (truthy) string
+        cmd += [f"--{k}", v if isinstance(v, str) else str(v) if isinstance(v, bool) else json.dumps(v)]
     return "cd bundle && " + " ".join(shlex.quote(c) for c in cmd)
 
 
@@ -156,8 +157,10 @@ class Experiment:
     def prepare(self) -> None:
         self.check_same_settings()
         _write_json(self.root / "settings.json", asdict(self.s))
-        self.size_file.write_text(
-            "# size override of the experiment (written by python -m experiments run)\n" + yaml.safe_dump(size_override(self.s), sort_keys=False)
+        # atomic: parallel invocations (one per fold) rewrite it while the others read it
+        atomic_write_text(
+            self.size_file,
+            "# size override of the experiment (written by python -m experiments run)\n" + yaml.safe_dump(size_override(self.s), sort_keys=False),
         )
         items = xdata.read_items(self.s.datalist, self.s.dataset_dir, self.s.list("exclude") or ())
         if self.s.prepare_spacing:

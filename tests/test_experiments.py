@@ -110,6 +110,13 @@ def test_reusing_a_run_whose_configs_changed_warns(tmp_path, caplog):
     assert "trained before these configs changed" in caplog.text and str(config) in caplog.text
 
 
+def test_recorded_commands_write_booleans_as_the_bundle_cli_reads_them():
+    """fire reads "false" as a string, which configs take as true (N4 would run twice): records say False."""
+    cmd = runner._cli(["train.yaml"], {"bias_correction": False, "resume": True, "fold": 0, "spacing": [3.0]}, "training")
+    assert "--bias_correction False" in cmd and "--resume True" in cmd and "--fold 0" in cmd
+    assert "false" not in cmd.replace("False", "")
+
+
 def test_size_override_follows_the_options():
     s = Settings(datalist="d.json", output="o", epochs=20, width=8, spacing=5, slice_size=64)
     o = size_override(s)
@@ -161,7 +168,7 @@ def test_tables_are_mean_std_over_all_held_out_cases(tmp_path):
 
 
 def test_single_column_tables_list_every_case_under_every_method(tmp_path):
-    rows = {"unet_ct": "CT-only U-Net, appearance augmentation", "dalace": "DALACE, appearance augmentation, averaged weights (shipped recipe)"}
+    rows = {"unet_ct": "CT-only U-Net, appearance augmentation", "dalace": "DALACE, appearance augmentation, averaged weights (train.yaml)"}
     cells = []
     for method, row in rows.items():
         for fold, cases in ((0, [("a", 0.5, 10.0)]), (1, [("b", 0.7, 20.0), ("c", 0.9, float("nan"))])):

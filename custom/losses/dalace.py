@@ -1,4 +1,5 @@
-"""Loss terms of DALACE, equations (1)-(8) of the paper.
+"""Loss terms of DALACE, equations (1)-(8) of the paper, and one beyond it (the CT labels on MR's path,
+:meth:`DALACELoss.mr_path_segmentation`, off unless weighted).
 
 Each method returns a dictionary of named scalar terms (for logging every term separately) with the
 weighted sum the optimizer steps on under ``"total"``. The adversarial terms use MONAI's
