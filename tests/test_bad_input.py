@@ -308,3 +308,15 @@ def test_save_removes_temporary_files_of_killed_runs(tmp_path):
     AtomicCheckpointSaver(str(tmp_path), {"net": net}, filename="model.pt").save(engine)
     assert not stale[1].exists() and other.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [".notes.txt.tmp", "checkpoint_epoch=4.pt", "model.pt"]
+
+
+@pytest.mark.parametrize("config", ["inference.yaml", "train.yaml"])
+def test_a_switch_given_as_a_string_is_an_error_before_any_work(tmp_path, config):
+    """The CLI turns `--bias_correction false` into the string "false", which expressions take as true."""
+    wf = ConfigWorkflow(config_file=str(BUNDLE / "configs" / config), workflow_type="infer" if config == "inference.yaml" else "train",
+                        bundle_root=str(BUNDLE), output_dir=str(tmp_path / "out"), bias_correction="false")
+    with pytest.raises(RuntimeError) as err:  # MONAI wraps a failing expression's error; the cause is ours
+        wf.initialize()
+    cause = err.value.__cause__
+    assert isinstance(cause, TypeError) and "bias_correction='false' (str)" in str(cause) and "--bias_correction False" in str(cause)
+    assert not (tmp_path / "out").exists()  # nothing written before the check

@@ -177,3 +177,17 @@ def require_writable_dir(path: str | os.PathLike, what: str = "output_dir") -> s
     except OSError as e:
         raise OSError(f"{what} {os.path.abspath(path)!r} cannot be created or written: {e.strerror or e}") from e
     return str(path)
+
+
+def require_booleans(**switches) -> None:
+    """A ``TypeError`` naming every switch that is not ``True``/``False``.
+
+    Why: the bundle's command line (fire) reads ``--resume false`` as the string ``"false"``, which a
+    config expression takes as true: N4 would run, a run would resume, without a word.
+    """
+    wrong = [f"{k}={v!r} ({type(v).__name__})" for k, v in switches.items() if not isinstance(v, bool)]
+    if wrong:
+        raise TypeError(
+            "these switches must be True or False: " + ", ".join(wrong)
+            + ". On the command line write them as Python literals, e.g. --resume True / --bias_correction False."
+        )
