@@ -113,7 +113,8 @@ def inference_cases(args, tmp: Path) -> list[dict]:
                ("chaos_ct3", str(data / "ct" / "chaos_ct3_image.nii.gz"), "ct")]
     sizes = {"paper": {"overrides": PAPER_OVERRIDES, "load_weights": False},
              "paper_keep_slices": {"overrides": {**PAPER_OVERRIDES, "keep_slices": True}, "load_weights": False},
-             "shipped": {"overrides": {}, "load_weights": True}}
+             "shipped": {"overrides": {}, "load_weights": True},
+             "shipped_one_path": {"overrides": {"extra_paths": []}, "load_weights": False}}
     return [dict(name=f"{name} {size}", image=image, modality=modality, config=size, **sizes[size])
             for size in args.inference_configs for name, image, modality in volumes]
 
@@ -200,10 +201,11 @@ def parse_args(argv=None):
     p.add_argument("--name", default=None, help="JSON file name (default: the device and a timestamp; 'quick' in quick mode)")
     p.add_argument("--train", nargs="*", default=["paper", "shipped", "sample"],
                    help="training configs: paper (paper.yaml), shipped (train.yaml as it is), sample (sample.yaml)")
-    p.add_argument("--inference-configs", nargs="*", default=["paper", "paper_keep_slices", "shipped"],
+    p.add_argument("--inference-configs", nargs="*", default=["paper", "paper_keep_slices", "shipped", "shipped_one_path"],
                    help="inference sizes of the real cases: paper (paper.yaml, random weights: time does not depend on "
-                        "them), paper_keep_slices (the same on the volume's own slices, keep_slices) and shipped "
-                        "(inference.yaml as it is, with models/model.pt)")
+                        "them), paper_keep_slices (the same on the volume's own slices, keep_slices), shipped "
+                        "(inference.yaml as it is, with models/model.pt: MR through both paths) and shipped_one_path "
+                        "(the same sizes through MR's path alone, extra_paths [], random weights)")
     p.add_argument("--paper-batch", type=int, default=1)
     p.add_argument("--paper-iterations", type=int, default=1, help="timed iterations at paper size after the counted one")
     p.add_argument("--small-iterations", type=int, default=3)

@@ -24,7 +24,8 @@ class Method:
     configs: files after ``train.yaml`` (names in ``bundle/configs``, or ``experiments/<name>``).
     uses: training data the method reads: ``ct`` (labelled CT), ``mr`` (unlabelled MR images),
         ``mr_labels`` (labelled MR). Two runs with the same configs, settings and these items are one run.
-    mr_eval: ``dalace`` (inference.yaml; a DomainAgnosticSegmenter checkpoint) or ``unet``
+    mr_eval: ``dalace`` (inference.yaml; a DomainAgnosticSegmenter checkpoint), ``both_paths`` (the
+        same with CT's path added: the run's model.pt and model_ct.pt merged) or ``unet``
         (inference.yaml + inference_unet.yaml; a plain U-Net).
     ct_eval: for joint learning's CT test: ``dalace`` (the run's model_ct.pt), ``unet`` (model.pt on CT),
         ``cyclegan_ct`` (CT -> MR translator then S, exported from the checkpoint), ``tdgan_ct`` (S on CT).
@@ -64,6 +65,11 @@ _DA = {
     "dalace_plain": Method("dalace_plain", ("experiments/no_appearance.yaml",), ("ct", "mr"), "dalace"),
     "dalace_raw": Method("dalace_raw", (), ("ct", "mr"), "dalace", weights="raw", run_as="dalace"),
     "dalace_mr_path": Method("dalace_mr_path", ("experiments/mr_path_supervision.yaml",), ("ct", "mr"), "dalace"),
+    # ... and the same trainings segmenting MR through both anatomy encoders (extra_paths)
+    "dalace_both_paths": Method("dalace_both_paths", (), ("ct", "mr"), "both_paths", run_as="dalace"),
+    "dalace_mr_path_both_paths": Method(
+        "dalace_mr_path_both_paths", ("experiments/mr_path_supervision.yaml",), ("ct", "mr"), "both_paths", run_as="dalace_mr_path"
+    ),
 }
 
 
@@ -145,14 +151,17 @@ TABLES: dict[str, Table] = {
     ),
     "A": Table(
         "A",
-        "Table A. Accuracy on the DA task: appearance augmentation, weight averaging, MR path supervision (beyond the paper)",
+        "Table A. Accuracy on the DA task: appearance augmentation, weight averaging, MR path supervision, "
+        "both paths at inference (beyond the paper)",
         (
             ("CT-only U-Net, no appearance augmentation", "da", "unet_ct_plain"),
             ("CT-only U-Net, appearance augmentation", "da", "unet_ct"),
             ("DALACE, no appearance augmentation (averaged weights)", "da", "dalace_plain"),
             ("DALACE, appearance augmentation, raw last weights", "da", "dalace_raw"),
-            ("DALACE, appearance augmentation, averaged weights (train.yaml)", "da", "dalace"),
-            ("DALACE, as above, CT labels also on MR's path (shipped recipe)", "da", "dalace_mr_path"),
+            ("DALACE, appearance augmentation, averaged weights", "da", "dalace"),
+            ("DALACE, as above, MR also through CT's path (train.yaml)", "da", "dalace_both_paths"),
+            ("DALACE, averaged weights, CT labels also on MR's path", "da", "dalace_mr_path"),
+            ("DALACE, as above, MR also through CT's path (shipped recipe)", "da", "dalace_mr_path_both_paths"),
             ("MR-supervised U-Net (upper bound)", "da", "unet_mr"),
         ),
         (("DSC (std)", None, "mr"),),

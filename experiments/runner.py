@@ -38,7 +38,8 @@ import yaml
 
 from custom.data import select_items
 from custom.handlers import latest_checkpoint
-from custom.utils import atomic_write_text
+from custom.networks import merge_paths
+from custom.utils import atomic_save, atomic_write_text
 
 from . import data as xdata
 from .protocol import BUNDLE, BUNDLE_CONFIGS, METHODS, TABLES, Method, table_cells
@@ -244,6 +245,8 @@ class Experiment:
             "fold": fold,
             "seed": self.s.seed,
             "bias_correction": False,  # N4, when on, is already in the cached MR images (n4/ or data_<s>mm/)
+            # the paper's single path (model.pt); the both-paths rows merge model.pt and model_ct.pt
+            "extra_paths": [],
             "validate#enabled": False,  # the held-out fold is the test set: no model selection on it
             "image_grids": False,
         }
@@ -300,6 +303,15 @@ class Experiment:
         torch.save(net.inference_network("ct", task_driven=kind == "tdgan_ct").state_dict(), out)
         return out
 
+    def _merge_paths(self, spec: dict) -> Path:
+        """The run's MR inference network with CT's path added (``custom.networks.merge_paths``)."""
+        models = spec["dir"] / "models"
+        out = models / "model_both_paths.pt"
+        if not out.exists():
+            load = lambda f: torch.load(models / f, map_location="cpu", weights_only=True)  # noqa: E731
+            atomic_save(merge_paths(load("model.pt"), {"ct": load("model_ct.pt")}), out)
+        return out
+
     def evaluate(self, spec: dict, method: Method, test: str) -> dict | None:
         from monai.bundle import ConfigWorkflow
 
@@ -325,6 +337,8 @@ class Experiment:
             ckpt = models / "model.pt"
         elif kind in ("cyclegan_ct", "tdgan_ct"):
             ckpt = self._export_ct_model(spec, kind)
+        elif kind == "both_paths":
+            ckpt = self._merge_paths(spec)
         else:
             ckpt = models / ("model.pt" if test == "mr" else "model_ct.pt")
         if method.weights == "raw":
@@ -345,6 +359,7 @@ class Experiment:
             "bias_correction": False,
             "num_workers": 0,
         }
+        overrides["extra_paths"] = ["ct"] if kind == "both_paths" else []
         if not self.s.surface_metrics:
             overrides.update({"metrics": ["dice"], "evaluator#additional_metrics": {}})
         t0 = time.time()

@@ -295,6 +295,24 @@ def test_broken_checkpoints_are_named(ckpt, tmp_path):
     assert not (tmp_path / "eval").exists()
 
 
+def test_a_checkpoint_of_the_other_paths_is_named_with_the_fix(tmp_path):
+    """A single-path model.pt (the paper's, or before extra_paths) under the two-path default, and the
+    reverse: refused before any compute, naming the file, the parts that differ and the option."""
+    one_path = tiny_checkpoint(tmp_path / "one.pt", extra_paths=[])
+    with pytest.raises(RuntimeError) as info:
+        workflow(input=str(MR), ckpt_path=str(one_path), output_dir=str(tmp_path / "eval"))
+    message = str(cause(info.value, ValueError))
+    assert message.startswith(f"model checkpoint {str(one_path)!r} is not a state_dict of this network_def")
+    assert "missing ['extra_paths.ct.anatomy_encoder', 'extra_paths.ct.generator']" in message and '--extra_paths "[]"' in message
+    assert not (tmp_path / "eval").exists()
+    workflow(input=str(MR), ckpt_path=str(one_path), extra_paths=[], output_dir=str(tmp_path / "eval")).run()
+    assert (tmp_path / "eval" / f"{MR.name.replace('.nii.gz', '')}_seg.nii.gz").exists()
+    both = tiny_checkpoint(tmp_path / "both.pt")
+    with pytest.raises(RuntimeError) as info:
+        workflow(input=str(MR), ckpt_path=str(both), extra_paths=[], output_dir=str(tmp_path / "eval2"))
+    assert "unexpected ['extra_paths.ct.anatomy_encoder', 'extra_paths.ct.generator']" in str(cause(info.value, ValueError))
+
+
 def test_save_removes_temporary_files_of_killed_runs(tmp_path):
     net = torch.nn.Linear(2, 2)
     engine = Engine(lambda e, b: None)

@@ -17,6 +17,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from tests.helpers import REPO  # noqa: E402
 if str(REPO) not in sys.path:  # the experiments package lives at the repository root
@@ -26,6 +27,7 @@ from custom.data import select_items  # noqa: E402
 from experiments.data import task_datalist, tiny_sample_dataset  # noqa: E402
 from experiments.runner import Experiment, Settings, size_override  # noqa: E402
 from experiments import runner  # noqa: E402
+from experiments.protocol import TABLES  # noqa: E402
 from experiments.tables import write_tables  # noqa: E402
 
 SAMPLE = REPO / "bundle" / "sample_data"
@@ -168,7 +170,7 @@ def test_tables_are_mean_std_over_all_held_out_cases(tmp_path):
 
 
 def test_single_column_tables_list_every_case_under_every_method(tmp_path):
-    rows = {"unet_ct": "CT-only U-Net, appearance augmentation", "dalace": "DALACE, appearance augmentation, averaged weights (train.yaml)"}
+    rows = {m: label for label, _, m in TABLES["A"].rows if m in ("unet_ct", "dalace")}
     cells = []
     for method, row in rows.items():
         for fold, cases in ((0, [("a", 0.5, 10.0)]), (1, [("b", 0.7, 20.0), ("c", 0.9, float("nan"))])):
@@ -231,6 +233,26 @@ def test_smallest_protocol_writes_tables_and_run_records(tiny_experiment):
     da_unet = {c["run"] for c in results["cells"] if c["task"] == "da" and c["method"] == "unet_ct"}
     assert len(da_unet) == 1  # fold-independent training: reused by both folds
     assert (out / "settings.json").exists() and (out / "size.yaml").exists()
+
+
+@pytest.mark.slow
+def test_both_paths_rows_merge_the_runs_two_networks_without_retraining(tiny_experiment):
+    """Table A's both-paths rows evaluate the DALACE runs already trained (run_as), MR through the
+    merged network of model.pt and model_ct.pt (extra_paths [ct]); training stays on one path."""
+    settings, _ = tiny_experiment
+    done = {p: p.stat().st_mtime_ns for p in Path(settings.output).glob("runs/*/done.json")}
+    both = Settings(**{**asdict(settings), "tables": "A", "methods": "dalace,dalace_both_paths"})
+    results = Experiment(both).run()
+    assert not [c for c in results["cells"] if c.get("error")], [c["error"] for c in results["cells"] if c.get("error")]
+    assert {p: p.stat().st_mtime_ns for p in Path(settings.output).glob("runs/*/done.json")} == done
+    cells = {c["method"]: c for c in results["cells"] if c["fold"] == 0}
+    assert cells["dalace"]["run"] == cells["dalace_both_paths"]["run"]
+    for method, paths in (("dalace", []), ("dalace_both_paths", ["ct"])):
+        record = json.loads((Path(settings.output) / cells[method]["eval_dir"] / "eval.json").read_text())
+        assert record["overrides"]["extra_paths"] == paths and len(record["cases"]) == 1
+    merged = torch.load(Path(settings.output) / "runs" / cells["dalace"]["run"] / "models" / "model_both_paths.pt", weights_only=True)
+    assert any(k.startswith("extra_paths.ct.anatomy_encoder.") for k in merged)
+    assert results["runs"][cells["dalace"]["run"]]["overrides"]["extra_paths"] == []
 
 
 @pytest.mark.slow

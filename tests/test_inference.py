@@ -55,6 +55,12 @@ def ckpt(tmp_path_factory) -> Path:
     return tiny_checkpoint(tmp_path_factory.mktemp("models") / "model.pt")
 
 
+@pytest.fixture(scope="module")
+def ckpt_ct(tmp_path_factory) -> Path:
+    """model_ct.pt: CT's path alone (network_def with --modality ct)."""
+    return tiny_checkpoint(tmp_path_factory.mktemp("models") / "model_ct.pt", modality="ct")
+
+
 @pytest.mark.slow
 def test_sample_mr(ckpt, tmp_path):
     """The sample MR (LPS) with probabilities and the domain-agnostic image too; MONAI Label's extra
@@ -146,12 +152,12 @@ def test_keep_slices_segments_the_volume_own_slices(ckpt, tmp_path):
 
 
 @pytest.mark.slow
-def test_ct_nifti_nrrd_and_dicom_series(ckpt, tmp_path):
+def test_ct_nifti_nrrd_and_dicom_series(ckpt_ct, tmp_path):
     """CT normalization; NIfTI (RAS), NRRD and a 3-slice DICOM series folder read by ITK."""
     nrrd = tmp_path / "ct_copy.nrrd"
     itk.imwrite(itk.imread(str(CT)), str(nrrd))
     out = tmp_path / "eval"
-    run_bundle(input=[str(CT), str(nrrd), str(DICOM)], modality="ct", ckpt_path=str(ckpt), output_dir=str(out),
+    run_bundle(input=[str(CT), str(nrrd), str(DICOM)], modality="ct", ckpt_path=str(ckpt_ct), output_dir=str(out),
                largest_component=False, **FAST)
     ct = nib.load(str(CT))
     assert_same_grid(out / "totalseg_ct_sm_image_seg.nii.gz", ct.shape, ct.affine)

@@ -14,6 +14,7 @@ from custom.networks import (
     ModalityEncoder,
     PairDiscriminator,
     StyleGenerator,
+    merge_paths,
 )
 from tests.helpers import BUNDLE, TINY_NET, tiny_unet
 
@@ -104,6 +105,38 @@ def test_inference_network_state_dict_loads_into_config_built_network(tiny_model
         torch.testing.assert_close(fresh(x), tiny_model.inference_network("mr")(x))
 
 
+def test_extra_paths_average_the_probabilities_of_every_path(tiny_model):
+    """MR through both anatomy encoders: the softmax of the output is the mean of each path's softmax,
+    scripted alike; its state_dict loads strictly into the network inference.yaml builds, and equals
+    the merge of the two single-path checkpoints a training writes (model.pt, model_ct.pt)."""
+    tiny_model.eval()
+    both = tiny_model.inference_network("mr", extra_paths=["ct"]).eval()
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        mr, ct = (torch.softmax(tiny_model.inference_network(m)(x), 1) for m in ("mr", "ct"))
+        out = both(x)
+        scripted = torch.jit.script(both)(x)
+    torch.testing.assert_close(torch.softmax(out, 1), (mr + ct) / 2)
+    assert not torch.allclose(mr, ct)  # the average is not one of the paths
+    torch.testing.assert_close(scripted, out)
+    sizes = {k: TINY_NET[k] for k in ("base_channels", "num_res_blocks", "code_dim", "mlp_channels")}
+    built = DomainAgnosticSegmenter(tiny_unet(), **sizes, extra_paths=["ct"])
+    merged = merge_paths(tiny_model.inference_network("mr").state_dict(), {"ct": tiny_model.inference_network("ct").state_dict()})
+    built.load_state_dict(merged, strict=True)
+    assert list(merged) == list(both.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(built.eval()(x), out)
+
+
+def test_extra_paths_refuse_what_cannot_be_one_network(tiny_model):
+    other = DALACE(tiny_unet(), **TINY_NET)
+    with pytest.raises(ValueError, match="another segmenter"):
+        merge_paths(tiny_model.inference_network("mr").state_dict(), {"ct": other.inference_network("ct").state_dict()})
+    for bad in (["mr"], ["us"], "ct"):
+        with pytest.raises(ValueError, match="extra_paths"):
+            tiny_model.inference_network("mr", extra_paths=bad)
+
+
 def test_pair_discriminator_sees_image_and_mask_channels():
     d = PairDiscriminator(image_channels=1, num_classes=3, channels=4, num_layers=2)
     assert d(torch.randn(1, 1, 32, 32), torch.rand(1, 3, 32, 32)).shape[:2] == (1, 1)
@@ -148,6 +181,11 @@ def test_state_dict_keys_are_those_of_the_shipped_checkpoints(tiny_model):
     ):
         assert list(net.state_dict()) == built
     shipped = torch.load(BUNDLE / "models" / "model.pt", map_location="cpu", weights_only=True)
-    assert list(dict.fromkeys(k.split(".")[0] for k in shipped)) == list(dict.fromkeys(k.split(".")[0] for k in built))
+    shipped_ct = torch.load(BUNDLE / "models" / "model_ct.pt", map_location="cpu", weights_only=True)
+    both = list(DomainAgnosticSegmenter(tiny_unet(), **pair_kw, extra_paths=["ct"]).state_dict())
+    assert list(tiny_model.inference_network("mr", extra_paths=["ct"]).state_dict()) == both
+    top = lambda keys: list(dict.fromkeys(".".join(k.split(".")[: 3 if k.startswith("extra_paths.") else 1]) for k in keys))  # noqa: E731
+    assert top(shipped) == top(both)  # model.pt: MR's path and CT's, one segmenter (extra_paths: [ct])
+    assert top(shipped_ct) == top(built)
     assert cyclegan.inference_network("mr") is cyclegan.segmenter
     assert cyclegan.inference_network("ct", task_driven=True) is cyclegan.segmenter

@@ -22,11 +22,12 @@ __all__ = [
 ]
 
 
-def check_checkpoint(path: str | os.PathLike, what: str = "model checkpoint") -> str:
-    """``path`` if it loads with ``weights_only=True``; else an error whose first line names the file and
-    the problem (torch says "PytorchStreamReader failed reading zip archive" or a bare ``EOFError``)."""
+def check_checkpoint(path: str | os.PathLike, what: str = "model checkpoint", network: torch.nn.Module | None = None) -> str:
+    """``path`` if it loads with ``weights_only=True`` (and, given ``network``, holds exactly its
+    weights); else an error whose first line names the file and the problem (torch says
+    "PytorchStreamReader failed reading zip archive" or a bare ``EOFError``, or lists every key)."""
     try:
-        torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         size = os.path.getsize(path) if os.path.isfile(path) else None
         if size == 0:
@@ -37,7 +38,28 @@ def check_checkpoint(path: str | os.PathLike, what: str = "model checkpoint") ->
             problem = f"is truncated or not a PyTorch checkpoint ({size} bytes)"
         cause = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise ValueError(f"{what} {os.path.abspath(path)!r} {problem}: {type(e).__name__}: {cause[:200]}") from e
+    if network is not None and isinstance(state, dict):
+        _check_keys(path, what, set(state), set(network.state_dict()))
     return str(path)
+
+
+def _check_keys(path: str | os.PathLike, what: str, found: set[str], expected: set[str]) -> None:
+    """A checkpoint for another network: say which parts differ, and the fix when it is the paths."""
+    if found == expected:
+        return
+    parts = lambda keys: sorted({".".join(k.split(".")[:3] if k.startswith("extra_paths.") else k.split(".")[:1]) for k in keys})  # noqa: E731
+    missing, unexpected = parts(expected - found), parts(found - expected)
+    hint = ""
+    if any(p.startswith("extra_paths.") for p in missing + unexpected):
+        hint = (
+            " The inference network's extra_paths do not match the checkpoint's: a model trained with the paper's "
+            "single path loads with --extra_paths \"[]\" (or merge its model.pt and model_ct.pt with "
+            "custom.networks.merge_paths); one trained with both paths needs --extra_paths \"['ct']\"."
+        )
+    raise ValueError(
+        f"{what} {os.path.abspath(path)!r} is not a state_dict of this network_def: missing {missing or 'nothing'}, "
+        f"unexpected {unexpected or 'nothing'}.{hint}"
+    )
 
 
 def latest_checkpoint(ckpt_dir: str | os.PathLike, required: bool = False) -> str | None:

@@ -6,7 +6,7 @@ from .encoders import AnatomyEncoder, ModalityEncoder
 from .generator import StyleGenerator
 from .cyclegan import CycleGAN
 from .dalace import DALACE, MODALITIES
-from .inference import DomainAgnosticSegmenter
+from .inference import DomainAgnosticSegmenter, merge_paths
 from .translator import AnatomyTranslator, matching_generator
 
 __all__ = [
@@ -25,4 +25,5 @@ __all__ = [
     "ResBlock",
     "StyleGenerator",
     "matching_generator",
+    "merge_paths",
 ]

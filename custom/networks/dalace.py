@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -10,7 +11,7 @@ from torch import nn
 from .discriminators import ImageDiscriminator, PairDiscriminator
 from .encoders import AnatomyEncoder, ModalityEncoder
 from .inference import DomainAgnosticSegmenter
-from .translator import matching_generator
+from .translator import AnatomyTranslator, matching_generator
 
 __all__ = ["DALACE", "MODALITIES"]
 
@@ -156,12 +157,28 @@ class DALACE(nn.Module):
             "segmenter": list(self.segmenter.parameters()),
         }
 
-    def inference_network(self, modality: str = "mr", copy_modules: bool = False) -> DomainAgnosticSegmenter:
+    def inference_network(
+        self, modality: str = "mr", copy_modules: bool = False, extra_paths: Sequence[str] = ()
+    ) -> DomainAgnosticSegmenter:
         """The test-time network for ``modality``; its state_dict is what ``models/model.pt`` stores.
 
+        ``extra_paths``: other modalities whose anatomy encoder and generator the image also goes
+        through, the segmenter's probabilities averaged (beyond the paper; ``DomainAgnosticSegmenter``).
         The modules are shared with this model (so it tracks training) unless ``copy_modules``.
         """
-        parts = [self.anatomy_encoders[modality], self.generators[modality], self.segmenter]
+        if isinstance(extra_paths, str) or modality in extra_paths or not set(extra_paths) <= set(MODALITIES):
+            raise ValueError(
+                f"extra_paths must list modalities of {MODALITIES} other than {modality!r}, got {extra_paths!r}."
+            )
+        translators = {
+            m: AnatomyTranslator(anatomy_encoder=self.anatomy_encoders[m], generator=self.generators[m])
+            for m in (modality, *extra_paths)
+        }
+        segmenter = self.segmenter
         if copy_modules:
-            parts = [copy.deepcopy(p) for p in parts]
-        return DomainAgnosticSegmenter(parts[2], anatomy_encoder=parts[0], generator=parts[1])
+            translators = copy.deepcopy(translators)
+            segmenter = copy.deepcopy(segmenter)
+        main = translators.pop(modality)
+        return DomainAgnosticSegmenter(
+            segmenter, anatomy_encoder=main.anatomy_encoder, generator=main.generator, extra_paths=translators
+        )
