@@ -124,7 +124,7 @@ def scaling_cases(args, tmp: Path) -> list[dict]:
     if args.quick:
         slices, inplane, base_xy, base_z, spacing = [4, 6, 8], [16, 24, 40], 24, 4, (1.5, 1.5, 1.5)
     else:
-        slices, inplane, base_xy, base_z, spacing = args.slices, args.inplane, 256, args.slices[0], (1.5, 1.5, 1.5)
+        slices, inplane, base_xy, base_z, spacing = args.slices, args.inplane, 256, (args.slices or [32])[0], (1.5, 1.5, 1.5)
     cases = []
     for z in slices:
         cases.append(dict(axis="slices", name=f"syn_{base_xy}x{base_xy}x{z}", shape=[base_xy, base_xy, z]))
