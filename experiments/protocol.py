@@ -7,7 +7,7 @@ same training data recur), and how its MR (and, for joint learning, CT) test is 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tools.paths import BUNDLE, BUNDLE_CONFIGS, REPO  # noqa: F401 (the experiments read them from here)
@@ -15,6 +15,9 @@ from tools.paths import BUNDLE, BUNDLE_CONFIGS, REPO  # noqa: F401 (the experime
 EXPERIMENT_CONFIGS = Path(__file__).resolve().parent / "configs"
 
 TASKS = ("da", "dal", "joint")
+
+#: a student's training (self-training), as a fraction of the epochs its teacher trained for
+STUDENT_EPOCH_FRACTION = 0.2
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,9 @@ class Method:
     weights: ``final`` (models/model.pt: the weight average when the run keeps one) or ``raw`` (the
         last raw weights, train/model_raw.pt).
     run_as: the key of the method whose training this one evaluates (another view of the same run).
+    teacher: the key of the method whose run of the same fold teaches this one (self-training): the
+        runner trains it first, and this run starts from its weights and learns from its masks of the
+        fold's MR training images, for ``STUDENT_EPOCH_FRACTION`` of the size's epochs.
     """
 
     key: str
@@ -41,6 +47,7 @@ class Method:
     ct_eval: str | None = None
     weights: str = "final"
     run_as: str | None = None
+    teacher: str | None = None
 
     def config_files(self) -> list[str]:
         files = [str(BUNDLE_CONFIGS / "train.yaml")]
@@ -70,11 +77,16 @@ _DA = {
     "dalace_mr_path_both_paths": Method(
         "dalace_mr_path_both_paths", ("experiments/mr_path_supervision.yaml",), ("ct", "mr"), "both_paths", run_as="dalace_mr_path"
     ),
+    # ... and self-training from train.yaml's run: its both-paths masks of the MR training images as labels
+    "dalace_self_training": Method("dalace_self_training", ("self_training.yaml",), ("ct", "mr"), "dalace", teacher="dalace"),
+    "dalace_self_training_both_paths": Method(
+        "dalace_self_training_both_paths", ("self_training.yaml",), ("ct", "mr"), "both_paths", run_as="dalace_self_training", teacher="dalace"
+    ),
 }
 
 
 def _with(first: str, m: Method) -> Method:
-    return Method(m.key, (first, *m.configs), m.uses, m.mr_eval, m.ct_eval, m.weights, m.run_as)
+    return replace(m, configs=(first, *m.configs))
 
 
 METHODS: dict[str, dict[str, Method]] = {
@@ -152,7 +164,7 @@ TABLES: dict[str, Table] = {
     "A": Table(
         "A",
         "Table A. Accuracy on the DA task: appearance augmentation, weight averaging, MR path supervision, "
-        "both paths at inference (beyond the paper)",
+        "both paths at inference, self-training (beyond the paper)",
         (
             ("CT-only U-Net, no appearance augmentation", "da", "unet_ct_plain"),
             ("CT-only U-Net, appearance augmentation", "da", "unet_ct"),
@@ -162,6 +174,8 @@ TABLES: dict[str, Table] = {
             ("DALACE, as above, MR also through CT's path (train.yaml)", "da", "dalace_both_paths"),
             ("DALACE, averaged weights, CT labels also on MR's path", "da", "dalace_mr_path"),
             ("DALACE, as above, MR also through CT's path (shipped recipe)", "da", "dalace_mr_path_both_paths"),
+            ("DALACE, self-trained on train.yaml's both-paths masks of the MR training images", "da", "dalace_self_training"),
+            ("DALACE, as above, MR also through CT's path", "da", "dalace_self_training_both_paths"),
             ("MR-supervised U-Net (upper bound)", "da", "unet_mr"),
         ),
         (("DSC (std)", None, "mr"),),

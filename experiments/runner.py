@@ -42,7 +42,7 @@ from custom.networks import merge_paths
 from custom.utils import atomic_save, atomic_write_text
 
 from . import data as xdata
-from .protocol import BUNDLE, BUNDLE_CONFIGS, METHODS, TABLES, Method, table_cells
+from .protocol import BUNDLE, BUNDLE_CONFIGS, METHODS, STUDENT_EPOCH_FRACTION, TABLES, Method, table_cells
 
 log = logging.getLogger("experiments")
 
@@ -231,10 +231,12 @@ class Experiment:
         if "mr_labels" in method.uses:
             train_items["mr_labelled"] = sorted(i["id"] for i in select_items(dl["mr"], fold, "train", labelled=True))
         configs = method.config_files() + [str(self.size_file)]
-        key = xdata.digest(
-            {"configs": [Path(c).name for c in configs], "size": size_override(self.s), "seed": self.s.seed,
-             "bias_correction": self.s.bias_correction, "prepare_spacing": self.s.prepare_spacing, "items": train_items}
-        )
+        teacher = self.run_spec(task, METHODS[task][method.teacher], fold) if method.teacher else None
+        keyed = {"configs": [Path(c).name for c in configs], "size": size_override(self.s), "seed": self.s.seed,
+                 "bias_correction": self.s.bias_correction, "prepare_spacing": self.s.prepare_spacing, "items": train_items}
+        if teacher is not None:
+            keyed["teacher"] = teacher["dir"].name
+        key = xdata.digest(keyed)
         run_dir = self.root / "runs" / f"{method.run_as or method.key}-{key}"
         overrides = {
             "bundle_root": str(BUNDLE),
@@ -250,7 +252,24 @@ class Experiment:
             "validate#enabled": False,  # the held-out fold is the test set: no model selection on it
             "image_grids": False,
         }
-        return {"dir": run_dir, "configs": configs, "overrides": overrides, "train_items": train_items, "task": task, "fold": fold}
+        if teacher is not None:  # a fraction of the teacher's epochs, the pair game on from the start
+            epochs = max(1, round(int(self.s.epochs) * STUDENT_EPOCH_FRACTION))
+            overrides.update(max_epochs=epochs, pair_warmup_epochs=0, checkpoint_interval=max(1, math.ceil(epochs / 4)))
+        return {"dir": run_dir, "configs": configs, "overrides": overrides, "train_items": train_items, "task": task, "fold": fold,
+                "teacher": teacher}
+
+    def teacher_overrides(self, spec: dict) -> dict:
+        """Where a student's teacher is (configs/self_training.yaml's ids), after training it if needed:
+        its weight averages, its last checkpoint, and its masks written through both paths."""
+        teacher = spec["teacher"]
+        record = self.train(teacher)
+        models = teacher["dir"] / "models"
+        return {
+            "teacher_dir": str(models),
+            "teacher_ckpt_path": str(self._merge_paths(teacher)),
+            "teacher_extra_paths": ["ct"],
+            "teacher_checkpoint": record.get("checkpoint") or latest_checkpoint(teacher["dir"] / "train" / "checkpoints", required=True),
+        }
 
     def train(self, spec: dict) -> dict:
         from monai.bundle import ConfigWorkflow
@@ -266,6 +285,8 @@ class Experiment:
             return record
         run_dir.mkdir(parents=True, exist_ok=True)
         overrides = dict(spec["overrides"])
+        if spec.get("teacher") is not None:
+            overrides.update(self.teacher_overrides(spec))
         resume = latest_checkpoint(Path(overrides["output_dir"]) / "checkpoints") is not None
         overrides["resume"] = resume
         record = {

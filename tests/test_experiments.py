@@ -256,6 +256,31 @@ def test_both_paths_rows_merge_the_runs_two_networks_without_retraining(tiny_exp
 
 
 @pytest.mark.slow
+def test_self_training_rows_train_students_of_the_existing_runs(tiny_experiment):
+    """A student starts from its fold's DALACE run (trained once, not again) and learns from that run's
+    both-paths masks of the fold's MR training images; the held-out image gets no mask."""
+    settings, _ = tiny_experiment
+    out = Path(settings.output)
+    done = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/done.json")}
+    student = Settings(**{**asdict(settings), "tables": "A", "methods": "dalace,dalace_self_training,dalace_self_training_both_paths"})
+    results = Experiment(student).run()
+    assert not [c for c in results["cells"] if c.get("error")], [c["error"] for c in results["cells"] if c.get("error")]
+    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/done.json") if p in done} == done
+    for fold in (0, 1):
+        cells = {c["method"]: c for c in results["cells"] if c["fold"] == fold}
+        run = cells["dalace_self_training"]["run"]
+        assert run == cells["dalace_self_training_both_paths"]["run"] and run.startswith("dalace_self_training-")
+        o = results["runs"][run]["overrides"]
+        teacher = Path(o["teacher_dir"]).parent
+        assert teacher.name.startswith("dalace-") and (teacher / "done.json") in done
+        assert o["teacher_ckpt_path"].endswith("model_both_paths.pt") and o["teacher_checkpoint"].startswith(str(teacher))
+        assert o["max_epochs"] == 1 and o["pair_warmup_epochs"] == 0
+        masks = sorted(p.name for p in (out / "runs" / run / "train" / "pseudo_labels").glob("*_seg.nii.gz"))
+        held_out = [c["case"] for c in cells["dalace_self_training"]["cases"]]
+        assert len(masks) == 1 and len(held_out) == 1 and held_out[0] not in masks[0]
+
+
+@pytest.mark.slow
 def test_rerun_skips_finished_runs(tiny_experiment):
     settings, _ = tiny_experiment
     out = Path(settings.output)

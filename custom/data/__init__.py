@@ -4,6 +4,7 @@
   (:func:`select_items`: the same selection in a datalist already in memory).
 - :func:`validate_datalist`: every file exists, reads, is 3D, finite, 0/1 labelled and aligned with its
   image; all problems in one :class:`DatalistError`.
+- :func:`pseudo_labelled`: unlabelled MR items labelled by a trained model's masks (self-training).
 - :func:`select_inputs`, :func:`list_inputs`: what the user named for inference as a datalist.
 - :func:`datalist_from_folder`, :func:`datalist_from_manifest`, :func:`assign_folds`: writing datalists,
   also from the command line (``python -m custom.data``).
@@ -15,6 +16,7 @@ from .build import assign_folds, datalist_from_folder, datalist_from_manifest, w
 from .datalist import datalist_items, read_datalist_json, resolve_items, select_items
 from .errors import DatalistError
 from .inputs import IMAGE_SUFFIXES, case_name, list_inputs, select_inputs
+from .pseudo_labels import pseudo_label_path, pseudo_labelled
 from .validation import read_image, validate_datalist, validate_items
 
 __all__ = [
@@ -26,6 +28,8 @@ __all__ = [
     "datalist_from_manifest",
     "datalist_items",
     "list_inputs",
+    "pseudo_label_path",
+    "pseudo_labelled",
     "read_datalist_json",
     "read_image",
     "resolve_items",

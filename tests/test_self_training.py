@@ -1,0 +1,91 @@
+"""Self-training (configs/self_training.yaml): the teacher's masks of the unlabelled MR become labels.
+
+End to end on the shipped sample with tiny widths: a teacher trained by train.yaml writes its masks
+through inference.yaml, and the student starts from the teacher's weights and learns from the masks.
+"""
+
+import csv
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigWorkflow
+
+from custom.data import pseudo_label_path, pseudo_labelled
+from custom.handlers import latest_checkpoint
+
+from tests.helpers import BUNDLE, MR
+
+TINY = str(Path(__file__).resolve().parent / "configs" / "tiny.yaml")
+TRAIN = str(BUNDLE / "configs" / "train.yaml")
+SELF_TRAINING = str(BUNDLE / "configs" / "self_training.yaml")
+
+
+def test_existing_masks_are_reused_without_running_the_teacher(tmp_path):
+    items = [{"image": str(MR), "id": "mr"}]
+    mask = Path(pseudo_label_path(str(MR), tmp_path))
+    assert mask.name == "totalseg_mr_sm_image_seg.nii.gz"
+    mask.write_bytes(b"a mask the user corrected")
+    # an inference config that does not exist: any attempt to segment would fail
+    out = pseudo_labelled(items, tmp_path, tmp_path / "no_models", tmp_path / "missing.yaml")
+    assert out == [{"image": str(MR), "id": "mr", "label": str(mask), "liver_value": 1}]
+    assert mask.read_bytes() == b"a mask the user corrected"
+
+
+def test_two_images_with_one_case_name_are_refused(tmp_path):
+    items = [{"image": "/a/case_1.nii.gz"}, {"image": "/b/case_1.nii.gz"}]
+    with pytest.raises(ValueError, match="share the case name 'case_1'"):
+        pseudo_labelled(items, tmp_path, tmp_path, tmp_path / "missing.yaml")
+
+
+def test_a_missing_teacher_is_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(BUNDLE)
+    wf = ConfigWorkflow(
+        config_file=[TRAIN, TINY, SELF_TRAINING], workflow_type="train", bundle_root=str(BUNDLE),
+        output_dir=str(tmp_path / "student"), teacher_dir=str(tmp_path / "nowhere"), teacher_checkpoint=None,
+    )
+    with pytest.raises(Exception) as err:
+        wf.initialize()
+        wf.run()
+    causes, e = [], err.value
+    while e is not None:
+        causes.append(e)
+        e = e.__cause__
+    assert any(isinstance(c, FileNotFoundError) and "nowhere/model.pt" in str(c) and "teacher" in str(c) for c in causes)
+
+
+@pytest.mark.slow
+def test_student_starts_from_the_teacher_and_learns_from_its_masks(tmp_path, monkeypatch):
+    monkeypatch.chdir(BUNDLE)
+    common = {"bundle_root": str(BUNDLE), "bias_correction": False, "validate#enabled": False}
+    teacher = ConfigWorkflow(config_file=[TRAIN, TINY], workflow_type="train", output_dir=str(tmp_path / "teacher"),
+                             models_dir=str(tmp_path / "teacher_models"), **common)
+    teacher.initialize()
+    teacher.run()
+    teacher.finalize()
+    # learning rates 0: the student's averaged parameters stay the teacher's, which shows where it started
+    # (normalization statistics, buffers, follow the batches)
+    student = ConfigWorkflow(
+        config_file=[TRAIN, TINY, SELF_TRAINING], workflow_type="train", output_dir=str(tmp_path / "student"),
+        teacher_dir=str(tmp_path / "teacher_models"), teacher_checkpoint=latest_checkpoint(tmp_path / "teacher" / "checkpoints"),
+        max_epochs=1, lr=0.0, lr_pair=0.0, **common,
+    )
+    student.initialize()
+    student.run()
+    student.finalize()
+
+    mask_file = tmp_path / "student" / "pseudo_labels" / "totalseg_mr_sm_image_seg.nii.gz"
+    mask, image = nib.load(mask_file), nib.load(MR)
+    assert mask.shape == image.shape and np.allclose(mask.affine, image.affine, atol=1e-4)
+    assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1}
+    with open(tmp_path / "student" / "losses.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and all(np.isfinite(float(r["apm/ce_mr"])) for r in rows)
+    for name in ("model.pt", "model_ct.pt"):
+        a = torch.load(tmp_path / "teacher_models" / name, weights_only=True)
+        b = torch.load(tmp_path / "student" / "models" / name, weights_only=True)
+        params = [k for k in a if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+        assert a.keys() == b.keys() and len(params) > 20
+        assert [k for k in params if not torch.equal(a[k], b[k])] == [], name
