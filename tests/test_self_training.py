@@ -5,6 +5,7 @@ through inference.yaml, and the student starts from the teacher's weights and le
 """
 
 import csv
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -16,7 +17,7 @@ from monai.bundle import ConfigWorkflow
 from custom.data import pseudo_label_path, pseudo_labelled
 from custom.handlers import latest_checkpoint
 
-from tests.helpers import BUNDLE, MR
+from tests.helpers import BUNDLE, INFERENCE, MR, MR_LABEL, tiny_checkpoint
 
 TINY = str(Path(__file__).resolve().parent / "configs" / "tiny.yaml")
 TRAIN = str(BUNDLE / "configs" / "train.yaml")
@@ -54,6 +55,31 @@ def test_a_missing_teacher_is_named(tmp_path, monkeypatch):
         causes.append(e)
         e = e.__cause__
     assert any(isinstance(c, FileNotFoundError) and "nowhere/model.pt" in str(c) and "teacher" in str(c) for c in causes)
+
+
+def test_a_teacher_of_other_paths_is_refused_naming_the_fix(tmp_path, monkeypatch):
+    """The student (extra_paths [ct]) cannot start from a single-path model.pt: the error names the file
+    and the paths, before any training."""
+    monkeypatch.chdir(BUNDLE)
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    tiny_checkpoint(teacher / "model.pt", configs=(INFERENCE,), extra_paths=[])
+    masks = tmp_path / "student" / "pseudo_labels"
+    masks.mkdir(parents=True)
+    shutil.copy(MR_LABEL, pseudo_label_path(str(MR), masks))  # an existing mask: no teacher inference
+    wf = ConfigWorkflow(
+        config_file=[TRAIN, TINY, SELF_TRAINING], workflow_type="train", bundle_root=str(BUNDLE),
+        output_dir=str(tmp_path / "student"), teacher_dir=str(teacher), teacher_checkpoint=None,
+    )
+    with pytest.raises(Exception) as err:
+        wf.initialize()
+        wf.run()
+    causes, e = [], err.value
+    while e is not None:
+        causes.append(str(e))
+        e = e.__cause__
+    assert any("teacher model" in c and str(teacher / "model.pt") in c and "extra_paths" in c for c in causes), causes
+    assert not (tmp_path / "student" / "checkpoints").exists()
 
 
 @pytest.mark.slow
