@@ -5,6 +5,8 @@ through inference.yaml, and the student starts from the teacher's weights and le
 """
 
 import csv
+import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -33,6 +35,24 @@ def test_existing_masks_are_reused_without_running_the_teacher(tmp_path):
     out = pseudo_labelled(items, tmp_path, tmp_path / "no_models", tmp_path / "missing.yaml")
     assert out == [{"image": str(MR), "id": "mr", "label": str(mask), "liver_value": 1}]
     assert mask.read_bytes() == b"a mask the user corrected"
+
+
+def test_masks_of_another_teacher_are_refused(tmp_path):
+    """A teacher's masks are reused by the same teacher (its checkpoint's sha256 in teacher.json) and
+    refused for another: the student would learn from the wrong labels without a word."""
+    items = [{"image": str(MR)}]
+    mask = Path(pseudo_label_path(str(MR), tmp_path / "masks"))
+    mask.parent.mkdir()
+    mask.write_bytes(b"mask")
+    first, second = tmp_path / "first.pt", tmp_path / "second.pt"
+    first.write_bytes(b"weights of the first teacher")
+    second.write_bytes(b"weights of the second teacher")
+    (mask.parent / "teacher.json").write_text(json.dumps(
+        {"checkpoint": str(first), "sha256": hashlib.sha256(first.read_bytes()).hexdigest()}))
+    out = pseudo_labelled(items, mask.parent, tmp_path, tmp_path / "missing.yaml", {"ckpt_path": str(first)})
+    assert out[0]["label"] == str(mask)
+    with pytest.raises(ValueError, match="written by the teacher .*first.pt.*not by .*second.pt"):
+        pseudo_labelled(items, mask.parent, tmp_path, tmp_path / "missing.yaml", {"ckpt_path": str(second)})
 
 
 def test_two_images_with_one_case_name_are_refused(tmp_path):
@@ -106,6 +126,8 @@ def test_student_starts_from_the_teacher_and_learns_from_its_masks(tmp_path, mon
     mask, image = nib.load(mask_file), nib.load(MR)
     assert mask.shape == image.shape and np.allclose(mask.affine, image.affine, atol=1e-4)
     assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1}
+    record = json.loads((mask_file.parent / "teacher.json").read_text())
+    assert record["sha256"] == hashlib.sha256((tmp_path / "teacher_models" / "model.pt").read_bytes()).hexdigest()
     with open(tmp_path / "student" / "losses.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert rows and all(np.isfinite(float(r["apm/ce_mr"])) for r in rows)

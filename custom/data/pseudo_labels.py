@@ -9,16 +9,50 @@ them supervise MR's path, as labels do in joint learning, hands that gain on to 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from custom.utils import atomic_write_text
 
 from .inputs import case_name
 
 __all__ = ["pseudo_label_path", "pseudo_labelled"]
 
 logger = logging.getLogger(__name__)
+
+
+#: what ``label_dir`` records of the teacher that wrote its masks
+TEACHER_RECORD = "teacher.json"
+
+
+def _teacher_record(ckpt: str) -> dict:
+    with open(ckpt, "rb") as f:
+        return {"checkpoint": os.path.abspath(ckpt), "sha256": hashlib.sha256(f.read()).hexdigest()}
+
+
+def _check_same_teacher(label_dir: str | os.PathLike, ckpt: str, existing: list[str]) -> None:
+    """Masks in ``label_dir`` are reused only when written by this teacher (its checkpoint's sha256):
+    masks of another teacher would train the student silently on the wrong labels. Masks without a
+    record (put there by hand) are reused, and said so in the log."""
+    if not existing:
+        return
+    record_file = os.path.join(str(label_dir), TEACHER_RECORD)
+    if not os.path.isfile(record_file):
+        logger.warning(f"pseudo-labels: reusing {len(existing)} masks in {os.path.abspath(str(label_dir))} that no teacher record names")
+        return
+    with open(record_file) as f:
+        before = json.load(f)
+    if os.path.isfile(ckpt) and before.get("sha256") != _teacher_record(ckpt)["sha256"]:
+        raise ValueError(
+            f"pseudo-labels: the {len(existing)} masks in {os.path.abspath(str(label_dir))} were written by the teacher "
+            f"{before.get('checkpoint')!r}, not by {os.path.abspath(ckpt)!r} (another sha256). Delete them, or set "
+            "pseudo_label_dir (or output_dir) to another folder."
+        )
+    logger.info(f"pseudo-labels: reusing {len(existing)} masks in {os.path.abspath(str(label_dir))} written by this teacher")
 
 
 def pseudo_label_path(image: str, label_dir: str | os.PathLike) -> str:
@@ -36,12 +70,14 @@ def pseudo_labelled(
     """``items`` (unlabelled MR) with ``label`` set to the teacher's mask of each image.
 
     Masks already in ``label_dir`` are reused (a resumed or repeated run does not segment again, and
-    a user may put corrected masks there); the others are written first, in one run of
+    a user may correct them there) unless another teacher wrote them (``teacher.json``, the sha256
+    of its checkpoint, is written beside them); the others are written first, in one run of
     ``inference_config`` with ``models_dir`` (the teacher's ``model.pt``) and ``overrides`` (the
     training config's sizes and preprocessing, so that the teacher is built as it was trained).
 
     Raises:
-        ValueError: two images share a case name (their masks would overwrite each other).
+        ValueError: two images share a case name (their masks would overwrite each other), or the
+            masks there are another teacher's.
         FileNotFoundError: masks are missing and so is the teacher's checkpoint (``overrides["ckpt_path"]``,
             else ``models_dir/model.pt``), or a mask is still missing after the inference run.
     """
@@ -55,9 +91,10 @@ def pseudo_labelled(
                 "their masks would be the same file. Rename one of them."
             )
         seen[path] = item["image"]
+    teacher = str((overrides or {}).get("ckpt_path") or os.path.join(str(models_dir), "model.pt"))
+    _check_same_teacher(label_dir, teacher, [p for p in paths if os.path.isfile(p)])
     missing = [item for item, path in zip(items, paths) if not os.path.isfile(path)]
     if missing:
-        teacher = str((overrides or {}).get("ckpt_path") or os.path.join(str(models_dir), "model.pt"))
         if not os.path.isfile(teacher):
             raise FileNotFoundError(
                 f"pseudo-labels: the teacher's checkpoint {os.path.abspath(teacher)!r} is not a file, and "
@@ -70,6 +107,7 @@ def pseudo_labelled(
             f"pseudo-labels: segmenting {len(missing)} of {len(items)} MR training images with the teacher in "
             f"{os.path.abspath(str(models_dir))} into {os.path.abspath(str(label_dir))}"
         )
+        atomic_write_text(os.path.join(str(label_dir), TEACHER_RECORD), json.dumps(_teacher_record(teacher), indent=2) + "\n")
         run(
             "run",
             config_file=inference_config,
