@@ -197,6 +197,23 @@ def test_tiny_sample_dataset_reorients_copies(tmp_path):
     assert len({i["domain"] for i in data["mr"]}) == 2
 
 
+def test_foreground_normalization_config_changes_training_and_inference_alike():
+    """experiments/configs/foreground_norm.yaml overrides the one id both chains name their MR
+    normalization by, so a model trained with it is also segmented with it."""
+    from monai.bundle import ConfigParser
+
+    from custom.transforms import ForegroundStandardized
+
+    configs = REPO / "bundle" / "configs"
+    override = REPO / "experiments" / "configs" / "foreground_norm.yaml"
+    for base, chain in (("train.yaml", "preprocessing_mr"), ("inference.yaml", "preprocessing#transforms")):
+        parser = ConfigParser()
+        parser.read_config([str(configs / base), str(override)])
+        parser.update({"bundle_root": str(REPO / "bundle"), "bias_correction": False})
+        transforms = parser.get_parsed_content(chain)
+        assert [type(t) for t in transforms].count(ForegroundStandardized) == 1, base
+
+
 # ------------------------------------------------------------------------------------- slow
 TINY = dict(folds=2, epochs=1, epoch_length=1, batch_size=2, width=4, num_res_blocks=1, spacing=6.0, slice_size=64, ct_split=False)
 

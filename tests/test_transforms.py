@@ -376,3 +376,41 @@ def test_cached_datasets_from_config(sample_dir):
     first, second = ds[0], ds[0]
     assert not torch.equal(first["ct_image"], second["ct_image"]) or not torch.equal(first["mr_image"], second["mr_image"])
     assert len(parser.get_parsed_content("validate#data")) == 1  # the MR sample, labelled, for validation
+
+
+# ------------------------------------------------------------------------- foreground standardization
+def test_foreground_standardize_uses_the_voxels_above_the_mean():
+    from custom.transforms import ForegroundStandardize, ForegroundStandardized
+
+    g = torch.Generator().manual_seed(0)
+    img = MetaTensor(torch.rand(1, 16, 16, 4, generator=g) * 200.0, affine=torch.diag(torch.tensor([2.0, 2.0, 3.0, 1.0])))
+    out = ForegroundStandardize(num_std=2.0)(img)
+    fg = img[img > img.mean()]
+    expected = ((img - fg.mean()) / (2.0 * fg.std())).clamp(-1, 1)
+    assert torch.allclose(out.as_tensor(), expected.as_tensor(), atol=1e-5)
+    assert isinstance(out, MetaTensor) and torch.equal(out.affine, img.affine)
+    d = ForegroundStandardized(keys="image")({"image": img, "label": img > 100})
+    assert float(d["image"].min()) >= -1 and float(d["image"].max()) <= 1 and d["label"].dtype == torch.bool
+    with pytest.raises(ValueError, match="no spread above its mean"):
+        ForegroundStandardize()(torch.full((1, 8, 8, 2), 5.0))
+
+
+def test_a_bright_cyst_moves_the_liver_less_than_percentile_scaling_does():
+    """What it is for: a large bright structure shifts a tissue's normalized intensity less than the
+    upper percentile does (CHAOS T2 case 36's cyst darkened its liver to -0.70 with percentiles)."""
+    from monai.transforms import ScaleIntensityRangePercentiles
+
+    from custom.transforms import ForegroundStandardize
+
+    g = torch.Generator().manual_seed(0)
+    img = torch.zeros(1, 40, 40, 10)
+    img[:, 5:35, 5:35] = 100.0  # body
+    img[:, 10:20, 10:20] = 70.0  # "liver"
+    img = img + torch.randn(img.shape, generator=g) * 5.0
+    cyst = img.clone()
+    cyst[:, 22:34, 22:34] = 600.0
+    liver = (slice(None), slice(10, 20), slice(10, 20))
+    shift = {}
+    for name, t in (("percentiles", ScaleIntensityRangePercentiles(0.5, 99.5, -1.0, 1.0, clip=True)), ("foreground", ForegroundStandardize())):
+        shift[name] = abs(float(t(img)[liver].median()) - float(t(cyst)[liver].median()))
+    assert shift["foreground"] < 0.6 * shift["percentiles"], shift

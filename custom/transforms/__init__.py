@@ -8,6 +8,8 @@ augmentation, inversion) is MONAI's own; see the bundle's ``configs/train.yaml``
 - :class:`LiverLabeld`: binary liver mask from a label map whose liver value is declared in the datalist.
 - :class:`AtomicSaveImaged`: ``SaveImaged`` that writes each file to a temporary name and renames it.
 - :class:`SafeSpacingd`: ``Spacingd`` that tolerates MONAI Label's ``image_path`` string key.
+- :class:`ForegroundStandardized` (and array form): MR normalization by the mean and spread of the
+  voxels above the volume's mean, which a large bright cyst does not skew as it does percentiles.
 - :class:`RandLocationScaleIntensityd`, :class:`RandConvIntensityd` (and array forms): random
   appearance augmentation of the CT training slices (Bezier/location-scale, random convolutions).
 """
@@ -19,6 +21,7 @@ from .appearance import (
     RandLocationScaleIntensityd,
     bezier_curve,
 )
+from .intensity import ForegroundStandardize, ForegroundStandardized
 from .io import AtomicSaveImaged
 from .labels import LiverLabeld
 from .n4 import N4BiasFieldCorrection, N4BiasFieldCorrectiond
@@ -26,6 +29,8 @@ from .spacing import SafeSpacingd
 
 __all__ = [
     "AtomicSaveImaged",
+    "ForegroundStandardize",
+    "ForegroundStandardized",
     "LiverLabeld",
     "N4BiasFieldCorrection",
     "N4BiasFieldCorrectiond",
