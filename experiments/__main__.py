@@ -11,6 +11,7 @@ Commands::
     python -m experiments tables runs/reduced          # rewrite the tables from results.json
     python -m experiments figures runs/reduced         # Fig. 6-, 7- and 8-like PNGs in runs/reduced/figures
     python -m experiments tiny_dataset OUT_DIR         # a tiny k-fold dataset from bundle/sample_data
+    python -m experiments liver_intensity D.json [--configs "['experiments/configs/foreground_norm.yaml']"]
 
 Every run is resumable: rerun the same command and finished trainings and evaluations are skipped.
 """
@@ -71,5 +72,15 @@ def tiny_dataset(out_dir: str, copies: int = 2):
     print(tiny_sample_dataset(BUNDLE / "sample_data", out_dir, copies))
 
 
+def liver_intensity(datalist: str, dataset_dir: str | None = None, configs=(), bias_correction: bool = True):
+    """Median liver intensity after the bundle's MR normalization (``configs`` override it), per labelled MR."""
+    from .intensity import liver_intensity as measure
+
+    rows = measure(datalist, dataset_dir, tuple(configs), bias_correction)
+    for r in rows:
+        print(f"{r['id']}\tliver median {r['liver_median']:+.2f}\tupper percentile / liver median {r['upper_percentile_over_liver']:.1f}")
+    return None
+
+
 if __name__ == "__main__":
-    fire.Fire({"run": run, "tables": tables, "figures": figures, "tiny_dataset": tiny_dataset})
+    fire.Fire({"run": run, "tables": tables, "figures": figures, "tiny_dataset": tiny_dataset, "liver_intensity": liver_intensity})

@@ -322,3 +322,19 @@ def test_figures_from_the_smallest_protocol(tiny_experiment):
         img = mpimg.imread(p)
         assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100 and img.std() > 0.01
         assert p.stat().st_size < 300_000
+
+
+def test_liver_intensity_reads_the_bundle_chain_and_its_overrides(tmp_path):
+    """The figures behind the normalization account come from the bundle's own MR chain; an override
+    config (the foreground normalization) changes them."""
+    from experiments.intensity import liver_intensity
+
+    datalist = tiny_sample_dataset(SAMPLE, tmp_path / "data", copies=1)
+    fast = tmp_path / "fast.yaml"
+    fast.write_text("spacing: [6.0, 6.0, 6.0]\n")
+    percentiles = liver_intensity(datalist, configs=(str(fast),), bias_correction=False)
+    foreground = liver_intensity(datalist, configs=(str(fast), str(REPO / "experiments" / "configs" / "foreground_norm.yaml")), bias_correction=False)
+    assert [r["id"] for r in percentiles] == [r["id"] for r in foreground] and percentiles
+    for a, b in zip(percentiles, foreground):
+        assert -1 <= a["liver_median"] <= 1 and -1 <= b["liver_median"] <= 1 and a["liver_median"] != b["liver_median"]
+        assert a["upper_percentile_over_liver"] == b["upper_percentile_over_liver"] > 1

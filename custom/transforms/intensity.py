@@ -2,9 +2,9 @@
 
 Percentile scaling (MONAI's ``ScaleIntensityRangePercentiles``) maps a volume's upper percentile to 1;
 when a large bright cyst or much fluid holds that percentile, the liver of that volume comes out far
-darker than in others (CHAOS T2 case 36: median liver -0.70 against -0.47 to 0.01 for the rest).
+darker than in others (CHAOS T2 case 36: median liver -0.70 against -0.46 to +0.03 for the rest).
 Standardizing by the mean and spread of the voxels brighter than the volume's mean (the body, mostly
-soft tissue) keeps the liver where it is in the other volumes (-0.21 to 0.25, case 36 included).
+soft tissue) keeps the liver where it is in the other volumes (-0.21 to +0.26, case 36 included).
 """
 
 from __future__ import annotations
