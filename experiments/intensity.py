@@ -25,9 +25,11 @@ def liver_intensity(datalist: str, dataset_dir: str | None = None, configs: tupl
     parser.read_config([str(BUNDLE_CONFIGS / "train.yaml"), *map(str, configs)])
     parser.update({"bundle_root": str(BUNDLE_CONFIGS.parent), "bias_correction": bool(bias_correction)})
     chain = parser.get_parsed_content("preprocessing_mr")
+    normalize = parser.get_parsed_content("normalize_mr")
+    if not chain or chain[-1] is not normalize:  # the liver is measured right after the normalization
+        raise ValueError(f"preprocessing_mr no longer ends with normalize_mr: {[type(t).__name__ for t in chain]}")
     upper = float(parser.get_parsed_content("mr_percentiles")[1])
     before_norm = Compose(chain[:-1])
-    normalize = chain[-1]
     rows = []
     for item in datalist_items(datalist, dataset_dir, modality="mr", role="all", require_labels=True):
         d = before_norm(dict(item))
