@@ -38,6 +38,8 @@ class Method:
     teacher: the key of the method whose run of the same fold teaches this one (self-training): the
         runner trains it first, and this run starts from its weights and learns from its masks of the
         fold's MR training images, for ``STUDENT_EPOCH_FRACTION`` of the size's epochs.
+    co_teacher: the key of a method (a plain U-Net) whose run of the same fold joins the teacher: the
+        masks are the argmax of their averaged probabilities (``co_teacher_ckpt_path``).
     """
 
     key: str
@@ -48,6 +50,7 @@ class Method:
     weights: str = "final"
     run_as: str | None = None
     teacher: str | None = None
+    co_teacher: str | None = None
 
     def config_files(self) -> list[str]:
         files = [str(BUNDLE_CONFIGS / "train.yaml")]
@@ -81,6 +84,14 @@ _DA = {
     "dalace_self_training": Method("dalace_self_training", ("self_training.yaml",), ("ct", "mr"), "dalace", teacher="dalace"),
     "dalace_self_training_both_paths": Method(
         "dalace_self_training_both_paths", ("self_training.yaml",), ("ct", "mr"), "both_paths", run_as="dalace_self_training", teacher="dalace"
+    ),
+    # ... and with the CT-only U-Net as co-teacher: the masks from both models' averaged probabilities
+    "dalace_co_taught": Method(
+        "dalace_co_taught", ("self_training.yaml",), ("ct", "mr"), "dalace", teacher="dalace", co_teacher="unet_ct"
+    ),
+    "dalace_co_taught_both_paths": Method(
+        "dalace_co_taught_both_paths", ("self_training.yaml",), ("ct", "mr"), "both_paths", run_as="dalace_co_taught",
+        teacher="dalace", co_teacher="unet_ct",
     ),
 }
 
@@ -176,6 +187,8 @@ TABLES: dict[str, Table] = {
             ("DALACE, as above, MR also through CT's path (shipped recipe)", "da", "dalace_mr_path_both_paths"),
             ("DALACE, self-trained on train.yaml's both-paths masks of the MR training images", "da", "dalace_self_training"),
             ("DALACE, as above, MR also through CT's path", "da", "dalace_self_training_both_paths"),
+            ("DALACE, self-trained on the masks of train.yaml's run (both paths) and the CT-only U-Net together", "da", "dalace_co_taught"),
+            ("DALACE, as above, MR also through CT's path", "da", "dalace_co_taught_both_paths"),
             ("MR-supervised U-Net (upper bound)", "da", "unet_mr"),
         ),
         (("DSC (std)", None, "mr"),),

@@ -232,10 +232,13 @@ class Experiment:
             train_items["mr_labelled"] = sorted(i["id"] for i in select_items(dl["mr"], fold, "train", labelled=True))
         configs = method.config_files() + [str(self.size_file)]
         teacher = self.run_spec(task, METHODS[task][method.teacher], fold) if method.teacher else None
+        co_teacher = self.run_spec(task, METHODS[task][method.co_teacher], fold) if method.co_teacher else None
         keyed = {"configs": [Path(c).name for c in configs], "size": size_override(self.s), "seed": self.s.seed,
                  "bias_correction": self.s.bias_correction, "prepare_spacing": self.s.prepare_spacing, "items": train_items}
         if teacher is not None:
             keyed["teacher"] = teacher["dir"].name
+        if co_teacher is not None:
+            keyed["co_teacher"] = co_teacher["dir"].name
         key = xdata.digest(keyed)
         run_dir = self.root / "runs" / f"{method.run_as or method.key}-{key}"
         overrides = {
@@ -256,15 +259,21 @@ class Experiment:
             epochs = max(1, round(int(self.s.epochs) * STUDENT_EPOCH_FRACTION))
             overrides.update(max_epochs=epochs, pair_warmup_epochs=0, checkpoint_interval=max(1, math.ceil(epochs / 4)))
         return {"dir": run_dir, "configs": configs, "overrides": overrides, "train_items": train_items, "task": task, "fold": fold,
-                "teacher": teacher}
+                "teacher": teacher, "co_teacher": co_teacher}
 
     def teacher_overrides(self, spec: dict) -> dict:
         """Where a student's teacher is (configs/self_training.yaml's ids), after training it if needed:
-        its weight averages, its last checkpoint, and its masks written through both paths."""
+        its weight averages, its last checkpoint, and its masks written through both paths (and the
+        co-teacher's model.pt, trained first too, when the method has one)."""
         teacher = spec["teacher"]
         record = self.train(teacher)
         models = teacher["dir"] / "models"
+        co = {}
+        if spec.get("co_teacher") is not None:
+            self.train(spec["co_teacher"])
+            co["co_teacher_ckpt_path"] = str(spec["co_teacher"]["dir"] / "models" / "model.pt")
         return {
+            **co,
             "teacher_dir": str(models),
             "teacher_ckpt_path": str(self._merge_paths(teacher)),
             "teacher_extra_paths": ["ct"],
