@@ -28,7 +28,8 @@ class Method:
     uses: training data the method reads: ``ct`` (labelled CT), ``mr`` (unlabelled MR images),
         ``mr_labels`` (labelled MR). Two runs with the same configs, settings and these items are one run.
     mr_eval: ``dalace`` (inference.yaml; a DomainAgnosticSegmenter checkpoint), ``both_paths`` (the
-        same with CT's path added: the run's model.pt and model_ct.pt merged) or ``unet``
+        same with CT's path added: the run's model.pt and model_ct.pt merged), ``ensemble`` (both paths
+        and the ``ensemble_with`` run's U-Net, probabilities averaged: ensemble.yaml) or ``unet``
         (inference.yaml + inference_unet.yaml; a plain U-Net).
     ct_eval: for joint learning's CT test: ``dalace`` (the run's model_ct.pt), ``unet`` (model.pt on CT),
         ``cyclegan_ct`` (CT -> MR translator then S, exported from the checkpoint), ``tdgan_ct`` (S on CT).
@@ -40,6 +41,8 @@ class Method:
         fold's MR training images, for ``STUDENT_EPOCH_FRACTION`` of the size's epochs.
     co_teacher: the key of a method (a plain U-Net) whose run of the same fold joins the teacher: the
         masks are the argmax of their averaged probabilities (``co_teacher_ckpt_path``).
+    ensemble_with: for ``mr_eval="ensemble"``, the key of the method (a plain U-Net) whose run of the
+        same fold joins this one at inference.
     """
 
     key: str
@@ -51,6 +54,7 @@ class Method:
     run_as: str | None = None
     teacher: str | None = None
     co_teacher: str | None = None
+    ensemble_with: str | None = None
 
     def config_files(self) -> list[str]:
         files = [str(BUNDLE_CONFIGS / "train.yaml")]
@@ -84,6 +88,12 @@ _DA = {
     "dalace_self_training": Method("dalace_self_training", ("self_training.yaml",), ("ct", "mr"), "dalace", teacher="dalace"),
     "dalace_self_training_both_paths": Method(
         "dalace_self_training_both_paths", ("self_training.yaml",), ("ct", "mr"), "both_paths", run_as="dalace_self_training", teacher="dalace"
+    ),
+    # ... and those trainings segmenting MR together with the CT-only U-Net (ensemble.yaml)
+    "dalace_ensemble": Method("dalace_ensemble", (), ("ct", "mr"), "ensemble", run_as="dalace", ensemble_with="unet_ct"),
+    "dalace_self_training_ensemble": Method(
+        "dalace_self_training_ensemble", ("self_training.yaml",), ("ct", "mr"), "ensemble", run_as="dalace_self_training",
+        teacher="dalace", ensemble_with="unet_ct",
     ),
     # ... and with the CT-only U-Net as co-teacher: the masks from both models' averaged probabilities
     "dalace_co_taught": Method(
@@ -130,6 +140,14 @@ class Table:
     note: str = ""
     needs: tuple[str, ...] = field(default=())
 
+    def __post_init__(self) -> None:
+        # rows and columns are looked up by label when the tables are written: two alike would show
+        # one's figures under the other's name
+        for what, labels in (("row", [r[0] for r in self.rows]), ("column", [c[0] for c in self.columns])):
+            repeated = sorted({x for x in labels if labels.count(x) > 1})
+            if repeated:
+                raise ValueError(f"table {self.key}: two {what}s are labelled {repeated}")
+
 
 TABLES: dict[str, Table] = {
     "1": Table(
@@ -175,7 +193,7 @@ TABLES: dict[str, Table] = {
     "A": Table(
         "A",
         "Table A. Accuracy on the DA task: appearance augmentation, weight averaging, MR path supervision, "
-        "both paths at inference, self-training (beyond the paper)",
+        "both paths at inference, self-training, ensembles with the CT-only U-Net (beyond the paper)",
         (
             ("CT-only U-Net, no appearance augmentation", "da", "unet_ct_plain"),
             ("CT-only U-Net, appearance augmentation", "da", "unet_ct"),
@@ -187,8 +205,10 @@ TABLES: dict[str, Table] = {
             ("DALACE, as above, MR also through CT's path (shipped recipe)", "da", "dalace_mr_path_both_paths"),
             ("DALACE, self-trained on train.yaml's both-paths masks of the MR training images", "da", "dalace_self_training"),
             ("DALACE, as above, MR also through CT's path", "da", "dalace_self_training_both_paths"),
-            ("DALACE, self-trained on the masks of train.yaml's run (both paths) and the CT-only U-Net together", "da", "dalace_co_taught"),
-            ("DALACE, as above, MR also through CT's path", "da", "dalace_co_taught_both_paths"),
+            ("DALACE, self-trained on the masks of train.yaml's run (both paths) and the CT-only U-Net averaged", "da", "dalace_co_taught"),
+            ("DALACE, self-trained as above (U-Net co-teacher), MR also through CT's path", "da", "dalace_co_taught_both_paths"),
+            ("DALACE (train.yaml, both paths) and the CT-only U-Net, probabilities averaged (ensemble.yaml)", "da", "dalace_ensemble"),
+            ("DALACE self-trained (both paths) and the CT-only U-Net, probabilities averaged", "da", "dalace_self_training_ensemble"),
             ("MR-supervised U-Net (upper bound)", "da", "unet_mr"),
         ),
         (("DSC (std)", None, "mr"),),

@@ -38,7 +38,7 @@ import yaml
 
 from custom.data import select_items
 from custom.handlers import latest_checkpoint
-from custom.networks import merge_paths
+from custom.networks import ensemble_state, merge_paths
 from custom.utils import atomic_save, atomic_write_text
 
 from . import data as xdata
@@ -351,6 +351,10 @@ class Experiment:
             return None
         items = [{k: i[k] for k in ("image", "label", "id", "liver_value") if k in i} for i in items]
         ekey_of = {"test": test, "items": items, "kind": method.mr_eval if test == "mr" else method.ct_eval}
+        kind = method.mr_eval if test == "mr" else method.ct_eval
+        partner = self.run_spec(spec["task"], METHODS[spec["task"]][method.ensemble_with], spec["fold"]) if kind == "ensemble" else None
+        if partner is not None:
+            ekey_of["ensemble_with"] = partner["dir"].name
         if method.weights != "final":
             ekey_of["weights"] = method.weights
         ekey = xdata.digest(ekey_of)
@@ -360,7 +364,6 @@ class Experiment:
             return json.loads(done.read_text())
         edir.mkdir(parents=True, exist_ok=True)
         _write_json(edir / "input.json", items)
-        kind = method.mr_eval if test == "mr" else method.ct_eval
         models = spec["dir"] / "models"
         unet = kind == "unet" or kind == "tdgan_ct"
         if kind == "unet":
@@ -369,6 +372,13 @@ class Experiment:
             ckpt = self._export_ct_model(spec, kind)
         elif kind == "both_paths":
             ckpt = self._merge_paths(spec)
+        elif kind == "ensemble":
+            self.train(partner)
+            ckpt = models / f"model_ensemble_{partner['dir'].name}.pt"
+            if not ckpt.exists():
+                load = lambda f: torch.load(f, map_location="cpu", weights_only=True)  # noqa: E731
+                atomic_save(ensemble_state({"dalace": load(self._merge_paths(spec)),
+                                            "unet_ct": load(partner["dir"] / "models" / "model.pt")}), ckpt)
         else:
             ckpt = models / ("model.pt" if test == "mr" else "model_ct.pt")
         if method.weights == "raw":
@@ -378,6 +388,8 @@ class Experiment:
         configs = [str(BUNDLE_CONFIGS / "inference.yaml"), str(BUNDLE_CONFIGS / "evaluate.yaml")]
         if unet:
             configs.append(str(BUNDLE_CONFIGS / "inference_unet.yaml"))
+        if kind == "ensemble":
+            configs.append(str(BUNDLE_CONFIGS / "ensemble.yaml"))
         configs.append(str(self.size_file))
         overrides = {
             "bundle_root": str(BUNDLE),
@@ -389,7 +401,7 @@ class Experiment:
             "bias_correction": False,
             "num_workers": 0,
         }
-        overrides["extra_paths"] = ["ct"] if kind == "both_paths" else []
+        overrides["extra_paths"] = ["ct"] if kind in ("both_paths", "ensemble") else []
         if not self.s.surface_metrics:
             overrides.update({"metrics": ["dice"], "evaluator#additional_metrics": {}})
         t0 = time.time()

@@ -27,7 +27,7 @@ from custom.data import select_items  # noqa: E402
 from experiments.data import task_datalist, tiny_sample_dataset  # noqa: E402
 from experiments.runner import Experiment, Settings, size_override  # noqa: E402
 from experiments import runner  # noqa: E402
-from experiments.protocol import TABLES  # noqa: E402
+from experiments.protocol import TABLES, Table  # noqa: E402
 from experiments.tables import write_tables  # noqa: E402
 
 SAMPLE = REPO / "bundle" / "sample_data"
@@ -117,6 +117,12 @@ def test_recorded_commands_write_booleans_as_the_bundle_cli_reads_them():
     cmd = runner._cli(["train.yaml"], {"bias_correction": False, "resume": True, "fold": 0, "spacing": [3.0]}, "training")
     assert "--bias_correction False" in cmd and "--resume True" in cmd and "--fold 0" in cmd
     assert "false" not in cmd.replace("False", "")
+
+
+def test_a_table_with_two_rows_of_one_label_is_refused():
+    """Tables are written by label: a repeated label would show one method's figures under another's."""
+    with pytest.raises(ValueError, match="table X: two rows are labelled \\['as above'\\]"):
+        Table("X", "x", (("as above", "da", "dalace"), ("as above", "da", "dalace_both_paths")), (("DSC", None, "mr"),))
 
 
 def test_size_override_follows_the_options():
@@ -295,6 +301,54 @@ def test_self_training_rows_train_students_of_the_existing_runs(tiny_experiment)
         masks = sorted(p.name for p in (out / "runs" / run / "train" / "pseudo_labels").glob("*_seg.nii.gz"))
         held_out = [c["case"] for c in cells["dalace_self_training"]["cases"]]
         assert len(masks) == 1 and len(held_out) == 1 and held_out[0] not in masks[0]
+
+
+@pytest.mark.slow
+def test_co_taught_students_take_the_u_net_as_co_teacher(tiny_experiment):
+    """The co-taught student's masks average its fold's DALACE run and the CT-only U-Net run (both
+    reused): the U-Net's checkpoint is passed, and each model's probabilities are kept."""
+    settings, _ = tiny_experiment
+    out = Path(settings.output)
+    done = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/done.json")}
+    co = Settings(**{**asdict(settings), "tables": "A", "methods": "dalace_co_taught_both_paths"})
+    results = Experiment(co).run()
+    assert not [c for c in results["cells"] if c.get("error")], [c["error"] for c in results["cells"] if c.get("error")]
+    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/done.json") if p in done} == done
+    cell = next(c for c in results["cells"] if c["fold"] == 0)
+    o = results["runs"][cell["run"]]["overrides"]
+    unet = Path(o["co_teacher_ckpt_path"])
+    assert unet.name == "model.pt" and unet.parent.parent.name.startswith("unet_ct-") and (unet.parent.parent / "done.json") in done
+    masks = out / "runs" / cell["run"] / "train" / "pseudo_labels"
+    assert [len(list((masks / "probabilities" / i).glob("*_prob.nii.gz"))) for i in "01"] == [1, 1]
+    assert len(json.loads((masks / "teacher.json").read_text())["co_teachers"]) == 1
+
+
+@pytest.mark.slow
+def test_ensemble_rows_average_the_dalace_run_and_the_u_net(tiny_experiment):
+    """ensemble.yaml's rows evaluate the trained runs (none retrained): MR through DALACE's both paths
+    and the fold's CT-only U-Net, in one state_dict."""
+    settings, _ = tiny_experiment
+    out = Path(settings.output)
+    done = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/done.json")}
+    ens = Settings(**{**asdict(settings), "tables": "A", "methods": "dalace_both_paths,dalace_ensemble"})
+    results = Experiment(ens).run()
+    assert not [c for c in results["cells"] if c.get("error")], [c["error"] for c in results["cells"] if c.get("error")]
+    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/done.json")} == done
+    cells = {c["method"]: c for c in results["cells"] if c["fold"] == 0}
+    assert cells["dalace_ensemble"]["run"] == cells["dalace_both_paths"]["run"]
+    record = json.loads((out / cells["dalace_ensemble"]["eval_dir"] / "eval.json").read_text())
+    assert record["configs"][2].endswith("ensemble.yaml") and record["overrides"]["extra_paths"] == ["ct"]
+    state = torch.load(record["overrides"]["ckpt_path"], weights_only=True)
+    assert any(k.startswith("members.dalace.extra_paths.ct.") for k in state)
+    assert any(k.startswith("members.unet_ct.") for k in state) and len(record["cases"]) == 1
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(record["configs"])
+    parser.update(record["overrides"])
+    network = parser.get_parsed_content("network_def")
+    assert list(network.members) == ["dalace", "unet_ct"]
+    network.load_state_dict(state, strict=True)
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -235,3 +236,42 @@ def test_list_inputs(tmp_path):
         list_inputs([{"image": str(MR)}], require_label=True)
     with pytest.raises(FileNotFoundError, match="nope.nii.gz"):
         list_inputs(str(tmp_path / "nope.nii.gz"))
+
+
+ENSEMBLE = str(BUNDLE / "configs" / "ensemble.yaml")
+INFERENCE_UNET = str(BUNDLE / "configs" / "inference_unet.yaml")
+
+
+@pytest.mark.slow
+def test_ensemble_averages_dalace_and_the_u_net(tmp_path):
+    """ensemble.yaml: the written probabilities are the mean of DALACE's (both paths) and the U-Net's,
+    each run alone with its own file; the ensemble's file comes from theirs (python -m custom.networks)."""
+    dalace = tiny_checkpoint(tmp_path / "model.pt", extra_paths=["ct"], **FAST)
+    unet = tiny_checkpoint(tmp_path / "unet.pt", configs=(INFERENCE, INFERENCE_UNET), extra_paths=[], **FAST)
+    both = tmp_path / "model_ensemble.pt"
+    subprocess.run([sys.executable, "-m", "custom.networks", "ensemble", str(dalace), str(unet), str(both)], check=True, cwd=REPO)
+    common = dict(input=[{"image": str(MR)}], bias_correction=False, largest_component=False, save_probabilities=True, **FAST)
+    run_bundle(output_dir=str(tmp_path / "dalace"), ckpt_path=str(dalace), extra_paths=["ct"], **common)
+    run_bundle((INFERENCE, INFERENCE_UNET), output_dir=str(tmp_path / "unet"), ckpt_path=str(unet), extra_paths=[], **common)
+    run_bundle((INFERENCE, ENSEMBLE), output_dir=str(tmp_path / "ensemble"), models_dir=str(tmp_path), extra_paths=["ct"], **common)
+    prob = {k: nib.load(tmp_path / k / "totalseg_mr_sm_image_prob.nii.gz").get_fdata() for k in ("dalace", "unet", "ensemble")}
+    assert not np.allclose(prob["dalace"], prob["unet"], atol=1e-3)
+    np.testing.assert_allclose(prob["ensemble"], (prob["dalace"] + prob["unet"]) / 2, atol=1e-4)
+    src = nib.load(str(MR))
+    seg = assert_same_grid(tmp_path / "ensemble" / "totalseg_mr_sm_image_seg.nii.gz", src.shape, src.affine)
+    np.testing.assert_array_equal(np.asarray(seg.dataobj), (prob["ensemble"][..., 1] > prob["ensemble"][..., 0]).astype(np.uint8))
+
+
+def test_ensemble_command_refuses_swapped_or_missing_files(tmp_path):
+    dalace = tiny_checkpoint(tmp_path / "model.pt", extra_paths=["ct"])
+    unet = tiny_checkpoint(tmp_path / "unet.pt", configs=(INFERENCE, INFERENCE_UNET), extra_paths=[])
+    cases = (
+        ([unet, dalace], "DALACE model .*unet.pt.* has no anatomy_encoder"),
+        ([dalace, dalace], "U-Net model .*model.pt.* holds DALACE's weights"),
+        ([dalace, tmp_path / "none.pt"], "U-Net model .*none.pt.* is not a file"),
+    )
+    for (a, b), message in cases:
+        done = subprocess.run([sys.executable, "-m", "custom.networks", "ensemble", str(a), str(b), str(tmp_path / "out.pt")],
+                              cwd=REPO, capture_output=True, text=True)
+        assert done.returncode != 0 and re.search(message, done.stderr), done.stderr[-500:]
+    assert not (tmp_path / "out.pt").exists()

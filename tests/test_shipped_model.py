@@ -19,6 +19,7 @@ CONFIGS = BUNDLE / "configs"
 RECORD = BUNDLE / "docs" / "shipped" / "README.md"
 SAMPLE = BUNDLE / "sample_data"
 WEIGHTS = {"mr": BUNDLE / "models" / "model.pt", "ct": BUNDLE / "models" / "model_ct.pt"}
+ENSEMBLE = BUNDLE / "models" / "model_ensemble.pt"  # configs/ensemble.yaml: model.pt and a CT-only U-Net
 CASES = {  # the sample's volumes: neither was in the shipped model's training data
     "mr": (SAMPLE / "mr" / "totalseg_mr_sm_image.nii.gz", SAMPLE / "mr" / "totalseg_mr_sm_label.nii.gz"),
     "ct": (SAMPLE / "ct" / "totalseg_ct_sm_image.nii.gz", SAMPLE / "ct" / "totalseg_ct_sm_label.nii.gz"),
@@ -26,12 +27,12 @@ CASES = {  # the sample's volumes: neither was in the shipped model's training d
 # Dice of the shipped weights on the sample, measured when they were trained (docs/shipped/README.md)
 # less a margin for platform differences in N4 and interpolation: a broken pipeline or other weights
 # land far below.
-MIN_DICE = {"mr": 0.70, "ct": 0.8}  # measured: MR 0.757 (both paths; 0.751 MR's alone), CT 0.848
+MIN_DICE = {"mr": 0.70, "ct": 0.8, "ensemble": 0.78}  # measured: MR 0.757 (both paths; 0.751 MR's alone), CT 0.848, ensemble 0.825
 
 
-def inference_parser(modality: str) -> ConfigParser:
+def inference_parser(modality: str, *more: str) -> ConfigParser:
     parser = ConfigParser()
-    parser.read_config(str(CONFIGS / "inference.yaml"))
+    parser.read_config([str(CONFIGS / "inference.yaml"), *(str(CONFIGS / c) for c in more)])
     parser.update({"bundle_root": str(BUNDLE), "modality": modality})
     return parser
 
@@ -48,21 +49,36 @@ def test_weights_load_strictly_into_inference_config(modality):
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
 
 
+def test_ensemble_weights_load_strictly_and_hold_the_shipped_model():
+    """model_ensemble.pt loads into inference.yaml + ensemble.yaml, and its DALACE member is model.pt
+    itself: the two files cannot drift apart."""
+    assert ENSEMBLE.stat().st_size < 25 * 2**20
+    parser = inference_parser("mr", "ensemble.yaml")
+    assert Path(parser.get_parsed_content("ckpt_path")) == ENSEMBLE
+    state = torch.load(ENSEMBLE, map_location="cpu", weights_only=True)
+    parser.get_parsed_content("network_def").load_state_dict(state, strict=True)
+    dalace = torch.load(WEIGHTS["mr"], map_location="cpu", weights_only=True)
+    assert {k: v for k, v in state.items() if k.startswith("members.dalace.")}.keys() == {f"members.dalace.{k}" for k in dalace}
+    assert all(torch.equal(state[f"members.dalace.{k}"], v) for k, v in dalace.items())
+
+
 def test_weights_are_those_of_the_training_record():
     record = RECORD.read_text()
-    for path in WEIGHTS.values():
+    for path in [*WEIGHTS.values(), ENSEMBLE]:
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         assert digest in record, f"{path.name} (sha256 {digest}) is not the one docs/shipped/README.md describes"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("modality", ["mr", "ct"])
-def test_readme_command_segments_the_sample(tmp_path, modality):
+@pytest.mark.parametrize("variant", ["mr", "ct", "ensemble"])
+def test_readme_command_segments_the_sample(tmp_path, variant):
+    modality = "ct" if variant == "ct" else "mr"
     image, label = CASES[modality]
     overrides = {"output_dir": str(tmp_path), "num_workers": 0, "modality": modality,
                  "input": [{"image": str(image), "label": str(label)}]}
-    workflow = ConfigWorkflow(config_file=[str(CONFIGS / "inference.yaml"), str(CONFIGS / "evaluate.yaml")],
-                              workflow_type="infer", bundle_root=str(BUNDLE), **overrides)
+    configs = [str(CONFIGS / "inference.yaml"), str(CONFIGS / "evaluate.yaml")]
+    configs += [str(CONFIGS / "ensemble.yaml")] if variant == "ensemble" else []
+    workflow = ConfigWorkflow(config_file=configs, workflow_type="infer", bundle_root=str(BUNDLE), **overrides)
     workflow.initialize()
     workflow.run()
     workflow.finalize()
@@ -75,4 +91,4 @@ def test_readme_command_segments_the_sample(tmp_path, modality):
     with open(tmp_path / "metrics_per_case.csv", newline="") as f:
         reported = float(next(csv.DictReader(f))["dice"])
     assert reported == pytest.approx(dice, abs=1e-4)  # evaluate.yaml measures what was written
-    assert dice >= MIN_DICE[modality], f"{modality} sample Dice {dice:.3f}"
+    assert dice >= MIN_DICE[variant], f"{variant} sample Dice {dice:.3f}"

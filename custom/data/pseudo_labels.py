@@ -8,8 +8,8 @@ them supervise MR's path, as labels do in joint learning, hands that gain on to 
 
 Co-teachers (``co_teachers``): other trained models, e.g. the CT-only U-Net trained with the
 appearance augmentation, whose class probabilities are averaged with the teacher's before the mask is
-taken. The two err on different voxels (DALACE over-segments the stomach and bowel beside the liver,
-the U-Net misses parts of some livers), and their average segments MR better than either.
+taken. Both over-segment MR, but mostly in different volumes and voxels, so their average segments
+it better than either (``docs/README.md``, Performance).
 """
 
 from __future__ import annotations

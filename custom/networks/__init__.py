@@ -6,6 +6,7 @@ from .encoders import AnatomyEncoder, ModalityEncoder
 from .generator import StyleGenerator
 from .cyclegan import CycleGAN
 from .dalace import DALACE, MODALITIES
+from .ensemble import ProbabilityEnsemble, ensemble_state, log_mean_softmax
 from .inference import DomainAgnosticSegmenter, merge_paths
 from .translator import AnatomyTranslator, matching_generator
 
@@ -22,8 +23,11 @@ __all__ = [
     "MODALITIES",
     "ModalityEncoder",
     "PairDiscriminator",
+    "ProbabilityEnsemble",
     "ResBlock",
     "StyleGenerator",
+    "ensemble_state",
+    "log_mean_softmax",
     "matching_generator",
     "merge_paths",
 ]

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from .ensemble import log_mean_softmax
 from .translator import AnatomyTranslator
 
 __all__ = ["DomainAgnosticSegmenter", "merge_paths"]
@@ -67,9 +68,7 @@ class DomainAgnosticSegmenter(AnatomyTranslator):
         images = [self.domain_agnostic_image(x)]
         for path in self.extra_paths.values():
             images.append(path(x))
-        probabilities = torch.softmax(self.segmenter(torch.cat(images)).float(), dim=1)
-        mean = torch.stack(torch.chunk(probabilities, len(images), dim=0)).mean(0)
-        return torch.log(mean.clamp_min(1e-12))
+        return log_mean_softmax(list(torch.chunk(self.segmenter(torch.cat(images)), len(images), dim=0)))
 
 
 def merge_paths(main: Mapping[str, torch.Tensor], extra: Mapping[str, Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
