@@ -120,7 +120,7 @@ def run_case(spec: dict) -> dict:
 
     def setup():
         parser = ConfigParser()
-        parser.read_config(str(BUNDLE / "configs" / "inference.yaml"))
+        parser.read_config([str(BUNDLE / "configs" / c) for c in ["inference.yaml", *spec.get("configs", [])]])
         parser.update(
             {
                 "bundle_root": str(BUNDLE),
