@@ -258,16 +258,24 @@ def test_smallest_protocol_writes_tables_and_run_records(tiny_experiment):
     assert (out / "settings.json").exists() and (out / "size.yaml").exists()
 
 
+def rerun_table_a(settings: Settings, methods: str) -> tuple[dict, dict]:
+    """Table A's ``methods`` on the tiny experiment's output: no cell fails and no finished run is
+    trained again (its done.json is untouched). Returns the results and those finished runs."""
+    out = Path(settings.output)
+    done = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/done.json")}
+    results = Experiment(Settings(**{**asdict(settings), "tables": "A", "methods": methods})).run()
+    assert not [c for c in results["cells"] if c.get("error")], [c["error"] for c in results["cells"] if c.get("error")]
+    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/done.json") if p in done} == done
+    return results, done
+
+
 @pytest.mark.slow
 def test_both_paths_rows_merge_the_runs_two_networks_without_retraining(tiny_experiment):
     """Table A's both-paths rows evaluate the DALACE runs already trained (run_as), MR through the
     merged network of model.pt and model_ct.pt (extra_paths [ct]); training stays on one path."""
     settings, _ = tiny_experiment
-    done = {p: p.stat().st_mtime_ns for p in Path(settings.output).glob("runs/*/done.json")}
-    both = Settings(**{**asdict(settings), "tables": "A", "methods": "dalace,dalace_both_paths"})
-    results = Experiment(both).run()
-    assert not [c for c in results["cells"] if c.get("error")], [c["error"] for c in results["cells"] if c.get("error")]
-    assert {p: p.stat().st_mtime_ns for p in Path(settings.output).glob("runs/*/done.json")} == done
+    results, done = rerun_table_a(settings, "dalace,dalace_both_paths")
+    assert set(Path(settings.output).glob("runs/*/done.json")) == set(done)  # no run trained at all
     cells = {c["method"]: c for c in results["cells"] if c["fold"] == 0}
     assert cells["dalace"]["run"] == cells["dalace_both_paths"]["run"]
     for method, paths in (("dalace", []), ("dalace_both_paths", ["ct"])):
@@ -284,11 +292,7 @@ def test_self_training_rows_train_students_of_the_existing_runs(tiny_experiment)
     both-paths masks of the fold's MR training images; the held-out image gets no mask."""
     settings, _ = tiny_experiment
     out = Path(settings.output)
-    done = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/done.json")}
-    student = Settings(**{**asdict(settings), "tables": "A", "methods": "dalace,dalace_self_training,dalace_self_training_both_paths"})
-    results = Experiment(student).run()
-    assert not [c for c in results["cells"] if c.get("error")], [c["error"] for c in results["cells"] if c.get("error")]
-    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/done.json") if p in done} == done
+    results, done = rerun_table_a(settings, "dalace,dalace_self_training,dalace_self_training_both_paths")
     for fold in (0, 1):
         cells = {c["method"]: c for c in results["cells"] if c["fold"] == fold}
         run = cells["dalace_self_training"]["run"]
@@ -309,11 +313,7 @@ def test_co_taught_students_take_the_u_net_as_co_teacher(tiny_experiment):
     reused): the U-Net's checkpoint is passed, and each model's probabilities are kept."""
     settings, _ = tiny_experiment
     out = Path(settings.output)
-    done = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/done.json")}
-    co = Settings(**{**asdict(settings), "tables": "A", "methods": "dalace_co_taught_both_paths"})
-    results = Experiment(co).run()
-    assert not [c for c in results["cells"] if c.get("error")], [c["error"] for c in results["cells"] if c.get("error")]
-    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/done.json") if p in done} == done
+    results, done = rerun_table_a(settings, "dalace_co_taught_both_paths")
     cell = next(c for c in results["cells"] if c["fold"] == 0)
     o = results["runs"][cell["run"]]["overrides"]
     unet = Path(o["co_teacher_ckpt_path"])
@@ -329,11 +329,8 @@ def test_ensemble_rows_average_the_dalace_run_and_the_u_net(tiny_experiment):
     and the fold's CT-only U-Net, in one state_dict."""
     settings, _ = tiny_experiment
     out = Path(settings.output)
-    done = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/done.json")}
-    ens = Settings(**{**asdict(settings), "tables": "A", "methods": "dalace_both_paths,dalace_ensemble"})
-    results = Experiment(ens).run()
-    assert not [c for c in results["cells"] if c.get("error")], [c["error"] for c in results["cells"] if c.get("error")]
-    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/done.json")} == done
+    results, done = rerun_table_a(settings, "dalace_both_paths,dalace_ensemble")
+    assert set(out.glob("runs/*/done.json")) == set(done)  # no run trained at all
     cells = {c["method"]: c for c in results["cells"] if c["fold"] == 0}
     assert cells["dalace_ensemble"]["run"] == cells["dalace_both_paths"]["run"]
     record = json.loads((out / cells["dalace_ensemble"]["eval_dir"] / "eval.json").read_text())

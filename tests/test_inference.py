@@ -262,14 +262,16 @@ def test_ensemble_averages_dalace_and_the_u_net(tmp_path):
     np.testing.assert_array_equal(np.asarray(seg.dataobj), (prob["ensemble"][..., 1] > prob["ensemble"][..., 0]).astype(np.uint8))
 
 
-def test_ensemble_command_refuses_swapped_or_missing_files(tmp_path):
+def test_ensemble_command_refuses_swapped_missing_or_broken_files(tmp_path):
     dalace = tiny_checkpoint(tmp_path / "model.pt", extra_paths=["ct"])
     unet = tiny_checkpoint(tmp_path / "unet.pt", configs=(INFERENCE, INFERENCE_UNET), extra_paths=[])
     cases = (
         ([unet, dalace], "DALACE model .*unet.pt.* has no anatomy_encoder"),
         ([dalace, dalace], "U-Net model .*model.pt.* holds DALACE's weights"),
-        ([dalace, tmp_path / "none.pt"], "U-Net model .*none.pt.* is not a file"),
+        ([dalace, tmp_path / "none.pt"], "U-Net model not found: .*none.pt"),
+        ([dalace, tmp_path / "empty.pt"], "U-Net model .*empty.pt.* is empty"),
     )
+    (tmp_path / "empty.pt").write_bytes(b"")
     for (a, b), message in cases:
         done = subprocess.run([sys.executable, "-m", "custom.networks", "ensemble", str(a), str(b), str(tmp_path / "out.pt")],
                               cwd=REPO, capture_output=True, text=True)

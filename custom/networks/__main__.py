@@ -12,16 +12,16 @@ from __future__ import annotations
 import fire
 import torch
 
+from custom.handlers import check_checkpoint, require_file
 from custom.utils import atomic_save
 
 from .ensemble import ensemble_state
 
 
 def _state(path: str, what: str) -> dict:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{what} {path!r} is not a file.") from None
+    """The state_dict in ``path``, loaded with ``weights_only=True``; errors name the file and the problem."""
+    check_checkpoint(require_file(path, what), what)
+    state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{what} {path!r} is not a bare state_dict (as models/model.pt is).")
     return state
