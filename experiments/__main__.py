@@ -12,6 +12,7 @@ Commands::
     python -m experiments figures runs/reduced         # Fig. 6-, 7- and 8-like PNGs in runs/reduced/figures
     python -m experiments tiny_dataset OUT_DIR         # a tiny k-fold dataset from bundle/sample_data
     python -m experiments liver_intensity D.json [--configs "['experiments/configs/foreground_norm.yaml']"]
+    python -m experiments mask_errors MASK_DIR D.json  # Dice, excess and missed liver of written masks
 
 Every run is resumable: rerun the same command and finished trainings and evaluations are skipped.
 """
@@ -22,6 +23,7 @@ import logging
 import sys
 
 import fire
+import numpy as np
 
 
 def _logging():
@@ -82,5 +84,18 @@ def liver_intensity(datalist: str, dataset_dir: str | None = None, configs=(), b
     return None
 
 
+def mask_errors(mask_dir: str, datalist: str, dataset_dir: str | None = None):
+    """Dice, and the voxels added and missed as fractions of the liver, of the masks in ``mask_dir``."""
+    from .masks import mask_errors as measure
+
+    rows = measure(mask_dir, datalist, dataset_dir)
+    for r in rows:
+        print(f"{r['id']}\tdice {r['dice']:.3f}\texcess {r['excess']:.2f}\tmissed {r['missed']:.2f}")
+    print(f"mean ({len(rows)})\tdice {np.mean([r['dice'] for r in rows]):.3f}\texcess {np.mean([r['excess'] for r in rows]):.2f}"
+          f"\tmissed {np.mean([r['missed'] for r in rows]):.2f}")
+    return None
+
+
 if __name__ == "__main__":
-    fire.Fire({"run": run, "tables": tables, "figures": figures, "tiny_dataset": tiny_dataset, "liver_intensity": liver_intensity})
+    fire.Fire({"run": run, "tables": tables, "figures": figures, "tiny_dataset": tiny_dataset, "liver_intensity": liver_intensity,
+               "mask_errors": mask_errors})

@@ -220,6 +220,30 @@ def test_foreground_normalization_config_changes_training_and_inference_alike():
         assert [type(t) for t in transforms].count(ForegroundStandardized) == 1, base
 
 
+def test_mask_errors_measure_written_masks_against_the_labels(tmp_path):
+    """Dice, excess and missed liver of masks named as inference.yaml names them, on the label's grid."""
+    from custom.data import pseudo_label_path
+    from experiments.masks import mask_errors
+
+    datalist = SAMPLE / "datalist.json"
+    mr = json.loads(datalist.read_text())["mr"][0]
+    label = nib.load(SAMPLE / mr["label"])  # the sample datalist's paths are relative to it
+    liver = np.asarray(label.dataobj) > 0
+    with pytest.raises(FileNotFoundError, match="no mask"):
+        mask_errors(str(tmp_path), str(datalist))
+    mask = liver.copy()
+    mask[np.nonzero(liver)[0].min() - 1] = True  # one more plane of the volume, beside the liver
+    added = (mask & ~liver).sum() / liver.sum()
+    nib.save(nib.Nifti1Image(mask.astype(np.uint8), label.affine), pseudo_label_path(str(SAMPLE / mr["image"]), tmp_path))
+    (row,) = mask_errors(str(tmp_path), str(datalist))
+    assert row["excess"] == pytest.approx(added) and added > 0 and row["missed"] == 0
+    assert row["dice"] == pytest.approx(2 * liver.sum() / (mask.sum() + liver.sum()))
+    nib.save(nib.Nifti1Image(mask.astype(np.uint8), label.affine @ np.diag([2.0, 1, 1, 1])),
+             pseudo_label_path(str(SAMPLE / mr["image"]), tmp_path))
+    with pytest.raises(ValueError, match="is not on the grid of its label"):
+        mask_errors(str(tmp_path), str(datalist))
+
+
 # ------------------------------------------------------------------------------------- slow
 TINY = dict(folds=2, epochs=1, epoch_length=1, batch_size=2, width=4, num_res_blocks=1, spacing=6.0, slice_size=64, ct_split=False)
 
