@@ -2,7 +2,7 @@
 
 The figures behind the docs' account of where DALACE and the CT-only U-Net err (both over-segment, in
 different volumes) and of the pseudo-labels' quality: any folder of ``<case>_seg.nii.gz`` masks, as
-``inference.yaml`` (``--output_dir``) or self-training (``pseudo_labels/``, ``probabilities/<i>/``) write
+``inference.yaml`` (``--output_dir``) or self-training (``pseudo_labels/``) write
 them in each image's geometry.
 """
 

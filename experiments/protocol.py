@@ -40,7 +40,7 @@ class Method:
         runner trains it first, and this run starts from its weights and learns from its masks of the
         fold's MR training images, for ``STUDENT_EPOCH_FRACTION`` of the size's epochs.
     co_teacher: the key of a method (a plain U-Net) whose run of the same fold joins the teacher: the
-        masks are the argmax of their averaged probabilities (``co_teacher_ckpt_path``).
+        masks are written by both together (``ensemble.yaml``: their probabilities averaged).
     ensemble_with: for ``mr_eval="ensemble"``, the key of the method (a plain U-Net) whose run of the
         same fold joins this one at inference.
     """

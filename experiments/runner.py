@@ -263,19 +263,19 @@ class Experiment:
 
     def teacher_overrides(self, spec: dict) -> dict:
         """Where a student's teacher is (configs/self_training.yaml's ids), after training it if needed:
-        its weight averages, its last checkpoint, and its masks written through both paths (and the
-        co-teacher's model.pt, trained first too, when the method has one)."""
+        its weight averages, its last checkpoint, and its masks written through both paths (with the
+        co-teacher, trained first too when the method has one: by both, ensemble.yaml)."""
         teacher = spec["teacher"]
         record = self.train(teacher)
         models = teacher["dir"] / "models"
-        co = {}
+        masks_by = {"teacher_ckpt_path": str(self._merge_paths(teacher))}
         if spec.get("co_teacher") is not None:
             self.train(spec["co_teacher"])
-            co["co_teacher_ckpt_path"] = str(spec["co_teacher"]["dir"] / "models" / "model.pt")
+            masks_by = {"teacher_ckpt_path": str(self._ensemble(teacher, spec["co_teacher"])),
+                        "pseudo_label_configs": [str(BUNDLE_CONFIGS / "inference.yaml"), str(BUNDLE_CONFIGS / "ensemble.yaml")]}
         return {
-            **co,
             "teacher_dir": str(models),
-            "teacher_ckpt_path": str(self._merge_paths(teacher)),
+            **masks_by,
             "teacher_extra_paths": ["ct"],
             "teacher_checkpoint": record.get("checkpoint") or latest_checkpoint(teacher["dir"] / "train" / "checkpoints", required=True),
         }
@@ -342,6 +342,14 @@ class Experiment:
             atomic_save(merge_paths(load("model.pt"), {"ct": load("model_ct.pt")}), out)
         return out
 
+    def _ensemble(self, spec: dict, unet: dict) -> Path:
+        """The run's both-paths network and the ``unet`` run's U-Net as one ``ensemble.yaml`` state_dict."""
+        out = spec["dir"] / "models" / f"model_ensemble_{unet['dir'].name}.pt"
+        if not out.exists():
+            load = lambda f: torch.load(f, map_location="cpu", weights_only=True)  # noqa: E731
+            atomic_save(ensemble_state({"dalace": load(self._merge_paths(spec)), "unet_ct": load(unet["dir"] / "models" / "model.pt")}), out)
+        return out
+
     def evaluate(self, spec: dict, method: Method, test: str) -> dict | None:
         from monai.bundle import ConfigWorkflow
 
@@ -374,11 +382,7 @@ class Experiment:
             ckpt = self._merge_paths(spec)
         elif kind == "ensemble":
             self.train(partner)
-            ckpt = models / f"model_ensemble_{partner['dir'].name}.pt"
-            if not ckpt.exists():
-                load = lambda f: torch.load(f, map_location="cpu", weights_only=True)  # noqa: E731
-                atomic_save(ensemble_state({"dalace": load(self._merge_paths(spec)),
-                                            "unet_ct": load(partner["dir"] / "models" / "model.pt")}), ckpt)
+            ckpt = self._ensemble(spec, partner)
         else:
             ckpt = models / ("model.pt" if test == "mr" else "model_ct.pt")
         if method.weights == "raw":

@@ -333,18 +333,22 @@ def test_self_training_rows_train_students_of_the_existing_runs(tiny_experiment)
 
 @pytest.mark.slow
 def test_co_taught_students_take_the_u_net_as_co_teacher(tiny_experiment):
-    """The co-taught student's masks average its fold's DALACE run and the CT-only U-Net run (both
-    reused): the U-Net's checkpoint is passed, and each model's probabilities are kept."""
+    """The co-taught student's masks come from its fold's DALACE run and the CT-only U-Net run together
+    (both reused, not retrained): ensemble.yaml with their merged state_dict writes them."""
     settings, _ = tiny_experiment
     out = Path(settings.output)
     results, done = rerun_table_a(settings, "dalace_co_taught_both_paths")
     cell = next(c for c in results["cells"] if c["fold"] == 0)
     o = results["runs"][cell["run"]]["overrides"]
-    unet = Path(o["co_teacher_ckpt_path"])
-    assert unet.name == "model.pt" and unet.parent.parent.name.startswith("unet_ct-") and (unet.parent.parent / "done.json") in done
-    masks = out / "runs" / cell["run"] / "train" / "pseudo_labels"
-    assert [len(list((masks / "probabilities" / i).glob("*_prob.nii.gz"))) for i in "01"] == [1, 1]
-    assert len(json.loads((masks / "teacher.json").read_text())["co_teachers"]) == 1
+    teacher = Path(o["teacher_dir"]).parent
+    assert (teacher / "done.json") in done and o["pseudo_label_configs"][-1].endswith("ensemble.yaml")
+    ckpt = Path(o["teacher_ckpt_path"])
+    unet = out / "runs" / ckpt.stem.replace("model_ensemble_", "")
+    assert ckpt.parent == teacher / "models" and unet.name.startswith("unet_ct-") and (unet / "done.json") in done
+    state = torch.load(ckpt, weights_only=True)
+    assert all(torch.equal(v, state[f"members.unet_ct.{k}"]) for k, v in torch.load(unet / "models" / "model.pt", weights_only=True).items())
+    record = json.loads((out / "runs" / cell["run"] / "train" / "pseudo_labels" / "teacher.json").read_text())
+    assert record["checkpoint"] == str(ckpt.resolve())
 
 
 @pytest.mark.slow

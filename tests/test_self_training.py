@@ -16,10 +16,9 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow
 
-from scipy import ndimage
-
-from custom.data import average_probabilities, pseudo_label_path, pseudo_labelled
+from custom.data import pseudo_label_path, pseudo_labelled
 from custom.handlers import latest_checkpoint
+from custom.networks import ensemble_state
 
 from tests.helpers import BUNDLE, FAST, INFERENCE, MR, MR_LABEL, tiny_checkpoint
 
@@ -27,71 +26,27 @@ TINY = str(Path(__file__).resolve().parent / "configs" / "tiny.yaml")
 TRAIN = str(BUNDLE / "configs" / "train.yaml")
 SELF_TRAINING = str(BUNDLE / "configs" / "self_training.yaml")
 INFERENCE_UNET = str(BUNDLE / "configs" / "inference_unet.yaml")
+ENSEMBLE = str(BUNDLE / "configs" / "ensemble.yaml")
 
 
-def _probabilities(path, liver, affine):
-    """A 2-class probability image as inference.yaml writes it (channels last)."""
-    nib.save(nib.Nifti1Image(np.stack([1 - liver, liver], -1).astype(np.float32), affine), path)
-    return str(path)
-
-
-def test_the_mask_is_the_argmax_of_the_averaged_probabilities(tmp_path):
-    affine = np.diag([1.5, 1.5, 3.0, 1.0])
-    a, b = np.zeros((12, 12, 6)), np.zeros((12, 12, 6))
-    a[1:6, 1:6, 1:4], b[1:6, 1:6, 1:4] = 0.9, 0.3      # mean 0.6: liver
-    a[8:10, 8:10, 1:3], b[8:10, 8:10, 1:3] = 0.4, 0.8  # mean 0.6, but a second, smaller component
-    a[1:6, 8:11, 4:6], b[1:6, 8:11, 4:6] = 0.8, 0.1    # mean 0.45: one teacher alone is outvoted
-    files = [_probabilities(tmp_path / "a_prob.nii.gz", a, affine), _probabilities(tmp_path / "b_prob.nii.gz", b, affine)]
-    average_probabilities(files, str(tmp_path / "m_seg.nii.gz"))
-    average_probabilities(files, str(tmp_path / "all_seg.nii.gz"), largest_component=False)
-    mask, every = nib.load(tmp_path / "m_seg.nii.gz"), np.asarray(nib.load(tmp_path / "all_seg.nii.gz").dataobj)
-    assert mask.get_data_dtype() == np.uint8 and np.allclose(mask.affine, affine)
-    expected = np.zeros(a.shape, np.uint8)
-    expected[1:6, 1:6, 1:4] = 1
-    assert np.array_equal(np.asarray(mask.dataobj), expected)
-    expected[8:10, 8:10, 1:3] = 1
-    assert np.array_equal(every, expected)
-    other = _probabilities(tmp_path / "c_prob.nii.gz", a, np.diag([2.0, 1.5, 3.0, 1.0]))
-    with pytest.raises(ValueError, match="c_prob.nii.gz.*not of one geometry"):
-        average_probabilities([files[0], other], str(tmp_path / "x_seg.nii.gz"))
-    assert not (tmp_path / "x_seg.nii.gz").exists()
-
-
-def test_a_co_teacher_without_weights_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="co-teacher 0 names no overrides\\['ckpt_path'\\]"):
-        pseudo_labelled([{"image": str(MR)}], tmp_path, tmp_path, INFERENCE, {}, [{"config": INFERENCE, "overrides": {}}])
-
-
-def test_masks_of_teacher_and_co_teacher_average_their_probabilities(tmp_path, monkeypatch):
-    """A DALACE teacher (both paths) and a U-Net co-teacher segment the sample through the bundle's
-    inference; the mask is the largest component of their averaged probabilities, recorded with both
-    checkpoints, and refused for another co-teacher."""
+def test_masks_of_dalace_and_a_u_net_together(tmp_path, monkeypatch):
+    """A co-teacher: the teacher's inference composed with ensemble.yaml writes the masks of DALACE and a
+    U-Net together (one run, one N4), recorded with the ensemble's checkpoint."""
     monkeypatch.chdir(BUNDLE)
-    teacher = tiny_checkpoint(tmp_path / "model.pt", extra_paths=["ct"], **FAST)
-    co = tiny_checkpoint(tmp_path / "unet.pt", configs=(INFERENCE, INFERENCE_UNET), extra_paths=[], **FAST)
-    common = {**FAST, "bias_correction": False, "extra_paths": ["ct"]}
-    co_teachers = [{"config": [INFERENCE, INFERENCE_UNET], "overrides": {**common, "extra_paths": [], "ckpt_path": str(co)}}]
-    masks = tmp_path / "masks"
-    out = pseudo_labelled([{"image": str(MR)}], masks, tmp_path, INFERENCE, {**common, "ckpt_path": str(teacher)}, co_teachers)
-
-    probs = [np.asarray(nib.load(masks / "probabilities" / i / "totalseg_mr_sm_image_prob.nii.gz").dataobj) for i in "01"]
-    assert not np.allclose(probs[0], probs[1])  # two different networks
-    liver = np.argmax(probs[0] + probs[1], axis=-1)
-    components, n = ndimage.label(liver, structure=np.ones((3, 3, 3)))  # 26-connected, as MONAI's default
-    largest = components == 1 + int(np.argmax(ndimage.sum(liver, components, range(1, n + 1))))
-    assert n >= 2 and 0 < largest.mean() < liver.mean()  # the largest component step removed something
-    mask = nib.load(out[0]["label"])
-    assert np.allclose(mask.affine, nib.load(MR).affine, atol=1e-4)
-    assert np.array_equal(np.asarray(mask.dataobj).astype(bool), largest)
-    record = json.loads((masks / "teacher.json").read_text())
-    assert [c["sha256"] for c in record["co_teachers"]] == [hashlib.sha256(co.read_bytes()).hexdigest()]
-
-    other = tiny_checkpoint(tmp_path / "unet2.pt", configs=(INFERENCE, INFERENCE_UNET), extra_paths=[], **{**FAST, "width": 8})
-    with pytest.raises(ValueError, match="written with the co-teachers .*unet.pt.*not with .*unet2.pt"):
-        pseudo_labelled([{"image": str(MR)}], masks, tmp_path, INFERENCE, {**common, "ckpt_path": str(teacher)},
-                        [{"config": co_teachers[0]["config"], "overrides": {**co_teachers[0]["overrides"], "ckpt_path": str(other)}}])
-    with pytest.raises(ValueError, match="written with the co-teachers"):  # the teacher alone: not its masks either
-        pseudo_labelled([{"image": str(MR)}], masks, tmp_path, INFERENCE, {**common, "ckpt_path": str(teacher)})
+    dalace = tiny_checkpoint(tmp_path / "model.pt", extra_paths=["ct"], **FAST)
+    unet = tiny_checkpoint(tmp_path / "unet.pt", configs=(INFERENCE, INFERENCE_UNET), extra_paths=[], **FAST)
+    both = tmp_path / "model_ensemble.pt"
+    torch.save(ensemble_state({"dalace": torch.load(dalace, weights_only=True), "unet_ct": torch.load(unet, weights_only=True)}), both)
+    overrides = {**FAST, "bias_correction": False, "extra_paths": ["ct"], "ckpt_path": str(both), "save_probabilities": True}
+    out = pseudo_labelled([{"image": str(MR)}], tmp_path / "masks", tmp_path, [INFERENCE, ENSEMBLE], overrides)
+    mask, image = nib.load(out[0]["label"]), nib.load(MR)
+    assert mask.shape == image.shape and np.allclose(mask.affine, image.affine, atol=1e-4)
+    prob = nib.load(tmp_path / "masks" / "totalseg_mr_sm_image_prob.nii.gz").get_fdata()
+    liver = prob[..., 1] > prob[..., 0]
+    assert 0 < liver.mean() < 1 and set(np.unique(np.asarray(mask.dataobj))) <= {0, 1}
+    assert not (np.asarray(mask.dataobj).astype(bool) & ~liver).any()  # the largest component of the argmax
+    record = json.loads((tmp_path / "masks" / "teacher.json").read_text())
+    assert record["sha256"] == hashlib.sha256(both.read_bytes()).hexdigest()
 
 
 def test_existing_masks_are_reused_without_running_the_teacher(tmp_path):

@@ -16,13 +16,12 @@ from .build import assign_folds, datalist_from_folder, datalist_from_manifest, w
 from .datalist import datalist_items, read_datalist_json, resolve_items, select_items
 from .errors import DatalistError
 from .inputs import IMAGE_SUFFIXES, case_name, list_inputs, select_inputs
-from .pseudo_labels import average_probabilities, pseudo_label_path, pseudo_labelled
+from .pseudo_labels import pseudo_label_path, pseudo_labelled
 from .validation import read_image, validate_datalist, validate_items
 
 __all__ = [
     "DatalistError",
     "IMAGE_SUFFIXES",
-    "average_probabilities",
     "assign_folds",
     "case_name",
     "datalist_from_folder",
