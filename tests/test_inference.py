@@ -251,9 +251,13 @@ def test_ensemble_averages_dalace_and_the_u_net(tmp_path):
     both = tmp_path / "model_ensemble.pt"
     subprocess.run([sys.executable, "-m", "custom.networks", "ensemble", str(dalace), str(unet), str(both)], check=True, cwd=REPO)
     common = dict(input=[{"image": str(MR)}], bias_correction=False, largest_component=False, save_probabilities=True, **FAST)
-    run_bundle(output_dir=str(tmp_path / "dalace"), ckpt_path=str(dalace), extra_paths=["ct"], **common)
+    run_bundle(output_dir=str(tmp_path / "dalace"), ckpt_path=str(dalace), extra_paths=["ct"], save_domain_agnostic=True, **common)
     run_bundle((INFERENCE, INFERENCE_UNET), output_dir=str(tmp_path / "unet"), ckpt_path=str(unet), extra_paths=[], **common)
-    run_bundle((INFERENCE, ENSEMBLE), output_dir=str(tmp_path / "ensemble"), models_dir=str(tmp_path), extra_paths=["ct"], **common)
+    run_bundle((INFERENCE, ENSEMBLE), output_dir=str(tmp_path / "ensemble"), models_dir=str(tmp_path), extra_paths=["ct"],
+               save_domain_agnostic=True, **common)
+    # the ensemble's domain-agnostic image is DALACE's (the U-Net renders none)
+    agnostic = {k: nib.load(tmp_path / k / "totalseg_mr_sm_image_agnostic.nii.gz").get_fdata() for k in ("dalace", "ensemble")}
+    np.testing.assert_allclose(agnostic["ensemble"], agnostic["dalace"], atol=1e-5)
     prob = {k: nib.load(tmp_path / k / "totalseg_mr_sm_image_prob.nii.gz").get_fdata() for k in ("dalace", "unet", "ensemble")}
     assert not np.allclose(prob["dalace"], prob["unet"], atol=1e-3)
     np.testing.assert_allclose(prob["ensemble"], (prob["dalace"] + prob["unet"]) / 2, atol=1e-4)
