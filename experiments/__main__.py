@@ -13,6 +13,7 @@ Commands::
     python -m experiments tiny_dataset OUT_DIR         # a tiny k-fold dataset from bundle/sample_data
     python -m experiments liver_intensity D.json [--configs "['experiments/configs/foreground_norm.yaml']"]
     python -m experiments mask_errors MASK_DIR D.json  # Dice, excess and missed liver of written masks
+    python -m experiments bridge_radius "[DIR,[DIR_F0,DIR_F1]]" D.json  # bridge_radius_mm on written probabilities
 
 Every run is resumable: rerun the same command and finished trainings and evaluations are skipped.
 """
@@ -96,6 +97,26 @@ def mask_errors(mask_dir: str, datalist: str, dataset_dir: str | None = None):
     return None
 
 
+def bridge_radius(members, datalist: str, radii=(0, 8, 12, 16, 20), dataset_dir: str | None = None):
+    """Dice per case and radius of inference.yaml's bridge detachment on written probabilities
+    (``--save_probabilities True``; a member is a folder or a list of folders, e.g. one per fold;
+    several members: averaged), and the radius chosen fold by fold on the other folds' cases."""
+    from .masks import bridge_radius_sweep
+
+    if isinstance(members, str):
+        members = [members]
+    out = bridge_radius_sweep(list(members), datalist, list(radii), dataset_dir)
+    radii = list(out["cases"][0]["dice"])
+    print("case\tfold\t" + "\t".join(f"r={r:g}" for r in radii))
+    for c in out["cases"]:
+        print(f"{c['id']}\t{c['fold']}\t" + "\t".join(f"{c['dice'][r]:.3f}" for r in radii))
+    print("mean\t\t" + "\t".join(f"{np.mean([c['dice'][r] for c in out['cases']]):.3f}" for r in radii))
+    print("min\t\t" + "\t".join(f"{np.min([c['dice'][r] for c in out['cases']]):.3f}" for r in radii))
+    print("radius chosen on the other folds: " + ", ".join(f"fold {f}: {r:g}" for f, r in out["chosen"].items())
+          + f"; nested mean Dice {out['nested']:.3f}")
+    return None
+
+
 if __name__ == "__main__":
     fire.Fire({"run": run, "tables": tables, "figures": figures, "tiny_dataset": tiny_dataset, "liver_intensity": liver_intensity,
-               "mask_errors": mask_errors})
+               "mask_errors": mask_errors, "bridge_radius": bridge_radius})

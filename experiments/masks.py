@@ -3,7 +3,10 @@
 The figures behind the docs' account of where DALACE and the CT-only U-Net err (both over-segment, in
 different volumes) and of the pseudo-labels' quality: any folder of ``<case>_seg.nii.gz`` masks, as
 ``inference.yaml`` (``--output_dir``) or self-training (``pseudo_labels/``) write
-them in each image's geometry.
+them in each image's geometry. And how the inference's last step, detaching what joins the liver
+through thin bridges (``bridge_radius_mm``), scores at several radii on written probabilities, with
+the radius chosen on the other folds' volumes for each fold's (so the chosen radius never sees the
+volumes it is scored on).
 """
 
 from __future__ import annotations
@@ -13,9 +16,27 @@ import os
 import nibabel as nib
 import numpy as np
 
-from custom.data import datalist_items, pseudo_label_path
+from monai.transforms.utils import get_largest_connected_component_mask
 
-__all__ = ["mask_errors"]
+from custom.data import datalist_items, pseudo_label_path
+from custom.transforms import detach_thin_bridges
+
+__all__ = ["bridge_radius_sweep", "mask_errors"]
+
+
+def _grid_checked(img: nib.Nifti1Image, name: str, label_img: nib.Nifti1Image, label: str) -> None:
+    if img.shape[:3] != label_img.shape[:3] or not np.allclose(img.affine, label_img.affine, atol=1e-3):
+        raise ValueError(
+            f"{name} (shape {img.shape}) is not on the grid of its label {label} "
+            f"(shape {label_img.shape}): compare masks written in the image's geometry"
+        )
+
+
+def _liver(item: dict, label_img: nib.Nifti1Image) -> np.ndarray:
+    liver = np.asarray(label_img.dataobj).reshape(label_img.shape[:3]) == item.get("liver_value", 1)
+    if not liver.any():
+        raise ValueError(f"{item['label']}: no liver voxel (value {item.get('liver_value', 1)})")
+    return liver
 
 
 def mask_errors(mask_dir: str, datalist: str, dataset_dir: str | None = None) -> list[dict]:
@@ -32,15 +53,9 @@ def mask_errors(mask_dir: str, datalist: str, dataset_dir: str | None = None) ->
         if not os.path.isfile(mask_file):
             continue
         mask_img, label_img = nib.load(mask_file), nib.load(item["label"])
-        if mask_img.shape[:3] != label_img.shape[:3] or not np.allclose(mask_img.affine, label_img.affine, atol=1e-3):
-            raise ValueError(
-                f"{mask_file} (shape {mask_img.shape}) is not on the grid of its label {item['label']} "
-                f"(shape {label_img.shape}): compare masks written in the image's geometry"
-            )
+        _grid_checked(mask_img, mask_file, label_img, item["label"])
         mask = np.asarray(mask_img.dataobj).reshape(mask_img.shape[:3]) > 0
-        liver = np.asarray(label_img.dataobj).reshape(label_img.shape[:3]) == item.get("liver_value", 1)
-        if not liver.any():
-            raise ValueError(f"{item['label']}: no liver voxel (value {item.get('liver_value', 1)})")
+        liver = _liver(item, label_img)
         size = liver.sum()
         rows.append({
             "id": item["id"],
@@ -51,3 +66,57 @@ def mask_errors(mask_dir: str, datalist: str, dataset_dir: str | None = None) ->
     if not rows:
         raise FileNotFoundError(f"no mask <case>_seg.nii.gz in {os.path.abspath(mask_dir)!r} for a labelled MR item of {datalist!r}")
     return rows
+
+
+def _member_file(item: dict, member: str | list[str]) -> str | None:
+    for d in [member] if isinstance(member, str) else member:
+        f = pseudo_label_path(item["image"], d)[: -len("_seg.nii.gz")] + "_prob.nii.gz"
+        if os.path.isfile(f):
+            return f
+    return None
+
+
+def bridge_radius_sweep(members: list, datalist: str, radii: list[float], dataset_dir: str | None = None) -> dict:
+    """Dice per labelled MR item and radius of the masks made from the ``<case>_prob.nii.gz`` files of
+    ``members`` (as ``--save_probabilities True`` writes them; a member is a folder or a list of folders,
+    e.g. one per fold, searched in turn; several members: their liver probabilities averaged, as an
+    ensemble of those models after inversion) by ``inference.yaml``'s
+    last steps: liver where the probability is above 0.5, the largest component, then
+    :func:`custom.transforms.detach_thin_bridges` at each radius (0: none).
+
+    Returns ``{"cases": [{"id", "fold", "dice": {radius: Dice}}], "chosen": {fold: radius},
+    "nested": mean Dice with each fold scored at the radius best on the other folds' items}``.
+
+    Raises:
+        FileNotFoundError: no labelled MR item has a probability file in every member.
+        ValueError: a file is not on its label's grid, or a label has no liver.
+    """
+    radii = [float(r) for r in radii]
+    cases = []
+    for item in datalist_items(datalist, dataset_dir, modality="mr", role="all", require_labels=True):
+        files = [_member_file(item, m) for m in members]
+        if None in files:
+            continue
+        label_img = nib.load(item["label"])
+        liver = _liver(item, label_img)
+        probs = []
+        for f in files:
+            img = nib.load(f)
+            _grid_checked(img, f, label_img, item["label"])
+            probs.append(np.asarray(img.dataobj, dtype=np.float32).reshape(*img.shape[:3], -1)[..., -1])
+        spacing = [float(s) for s in nib.affines.voxel_sizes(label_img.affine)[:3]]
+        mask = get_largest_connected_component_mask(np.mean(probs, axis=0) > 0.5)
+        dice = {}
+        for r in radii:
+            m = detach_thin_bridges(mask, r, spacing)
+            dice[r] = float(2 * (m & liver).sum() / (m.sum() + liver.sum()))
+        cases.append({"id": item["id"], "fold": int(item.get("fold", -1)), "dice": dice})
+    if not cases:
+        raise FileNotFoundError(f"no <case>_prob.nii.gz in every one of {members} for a labelled MR item of {datalist!r}")
+    folds = sorted({c["fold"] for c in cases})
+    chosen, nested = {}, []
+    for f in folds:
+        others = [c for c in cases if c["fold"] != f] or cases
+        chosen[f] = max(radii, key=lambda r: (np.mean([c["dice"][r] for c in others]), -r))  # ties: the smaller radius
+        nested += [c["dice"][chosen[f]] for c in cases if c["fold"] == f]
+    return {"cases": cases, "chosen": chosen, "nested": float(np.mean(nested))}

@@ -20,6 +20,16 @@ TASKS = ("da", "dal", "joint")
 STUDENT_EPOCH_FRACTION = 0.2
 
 
+def _inference_default(key: str):
+    from monai.bundle import ConfigParser
+
+    return ConfigParser.load_config_file(str(BUNDLE_CONFIGS / "inference.yaml"))[key]
+
+
+#: the bundle's bridge radius (``inference.yaml``), for the Table A rows that evaluate with it
+BRIDGE_RADIUS_MM = float(_inference_default("bridge_radius_mm"))
+
+
 @dataclass(frozen=True)
 class Method:
     """One trained model of a task.
@@ -43,6 +53,9 @@ class Method:
         masks are written by both together (``ensemble.yaml``: their probabilities averaged).
     ensemble_with: for ``mr_eval="ensemble"``, the key of the method (a plain U-Net) whose run of the
         same fold joins this one at inference.
+    bridge_radius_mm: ``inference.yaml``'s last postprocessing step for the MR test (0: off, the
+        largest component alone, as every table before the step was written; see
+        :data:`BRIDGE_RADIUS_MM`).
     """
 
     key: str
@@ -55,6 +68,7 @@ class Method:
     teacher: str | None = None
     co_teacher: str | None = None
     ensemble_with: str | None = None
+    bridge_radius_mm: float = 0.0
 
     def config_files(self) -> list[str]:
         files = [str(BUNDLE_CONFIGS / "train.yaml")]
@@ -104,6 +118,16 @@ _DA = {
         teacher="dalace", co_teacher="unet_ct",
     ),
 }
+
+
+def _bridged(m: Method) -> Method:
+    """The same training's MR test with the bundle's bridge detachment after the largest component."""
+    return replace(m, key=f"{m.key}_bridges", run_as=m.run_as or m.key, bridge_radius_mm=BRIDGE_RADIUS_MM)
+
+
+# ... and the MR tests of those trainings with thin bridges cut (inference.yaml's bridge_radius_mm)
+_DA.update({f"{k}_bridges": _bridged(_DA[k]) for k in (
+    "unet_ct", "dalace_both_paths", "dalace_self_training_both_paths", "dalace_ensemble", "dalace_self_training_ensemble")})
 
 
 def _with(first: str, m: Method) -> Method:
@@ -209,6 +233,11 @@ TABLES: dict[str, Table] = {
             ("DALACE, self-trained as above (U-Net co-teacher), MR also through CT's path", "da", "dalace_co_taught_both_paths"),
             ("DALACE (train.yaml, both paths) and the CT-only U-Net, probabilities averaged (ensemble.yaml)", "da", "dalace_ensemble"),
             ("DALACE self-trained (both paths) and the CT-only U-Net, probabilities averaged", "da", "dalace_self_training_ensemble"),
+            ("CT-only U-Net, appearance augmentation, thin bridges cut (inference.yaml)", "da", "unet_ct_bridges"),
+            ("DALACE (train.yaml, both paths), thin bridges cut (inference.yaml)", "da", "dalace_both_paths_bridges"),
+            ("DALACE self-trained, both paths, thin bridges cut", "da", "dalace_self_training_both_paths_bridges"),
+            ("DALACE (train.yaml) and the CT-only U-Net (ensemble.yaml), thin bridges cut", "da", "dalace_ensemble_bridges"),
+            ("DALACE self-trained and the CT-only U-Net, thin bridges cut", "da", "dalace_self_training_ensemble_bridges"),
             ("MR-supervised U-Net (upper bound)", "da", "unet_mr"),
         ),
         (("DSC (std)", None, "mr"),),

@@ -365,6 +365,9 @@ class Experiment:
             ekey_of["ensemble_with"] = partner["dir"].name
         if method.weights != "final":
             ekey_of["weights"] = method.weights
+        radius = method.bridge_radius_mm if test == "mr" else 0.0
+        if radius:
+            ekey_of["bridge_radius_mm"] = radius
         ekey = xdata.digest(ekey_of)
         edir = spec["dir"] / f"eval-{test}-{ekey}"
         done = edir / "eval.json"
@@ -404,6 +407,7 @@ class Experiment:
             "modality": test,
             "bias_correction": False,
             "num_workers": 0,
+            "bridge_radius_mm": radius,
         }
         overrides["extra_paths"] = ["ct"] if kind in ("both_paths", "ensemble") else []
         if not self.s.surface_metrics:

@@ -244,6 +244,37 @@ def test_mask_errors_measure_written_masks_against_the_labels(tmp_path):
         mask_errors(str(tmp_path), str(datalist))
 
 
+def test_bridge_radius_sweep_scores_written_probabilities(tmp_path):
+    """inference.yaml's last steps on a probability file: a blob joined to the liver by a thin bar is
+    kept by the largest component alone (radius 0) and cut at 8 mm, which scores higher and is chosen;
+    a member lacking the case's file is no match."""
+    from custom.data import pseudo_label_path
+    from experiments.masks import bridge_radius_sweep
+
+    spacing = np.array([1.5, 1.5, 4.0])
+    grid = np.indices((80, 48, 16)).transpose(1, 2, 3, 0) * spacing
+    liver = ((grid - [30, 36, 32]) ** 2).sum(-1) <= 20**2
+    blob = ((grid - [90, 36, 32]) ** 2).sum(-1) <= 15**2
+    bar = (np.abs(grid[..., 1] - 36) <= 1) & (np.abs(grid[..., 2] - 32) <= 2) & (grid[..., 0] > 30) & (grid[..., 0] < 90)
+    affine = np.diag([*spacing, 1.0])
+    nib.save(nib.Nifti1Image(liver.astype(np.uint8), affine), tmp_path / "case_label.nii.gz")
+    nib.save(nib.Nifti1Image(liver.astype(np.float32), affine), tmp_path / "case_image.nii.gz")
+    datalist = tmp_path / "datalist.json"
+    item = {"image": "case_image.nii.gz", "label": "case_label.nii.gz", "fold": 0}
+    datalist.write_text(json.dumps({"ct": [item], "mr": [item]}))
+    probs = tmp_path / "probs"
+    probs.mkdir()
+    prob = np.stack([~(liver | blob | bar), liver | blob | bar], -1).astype(np.float32)
+    nib.save(nib.Nifti1Image(prob, affine), pseudo_label_path(str(tmp_path / "case_image.nii.gz"), probs)[: -len("_seg.nii.gz")] + "_prob.nii.gz")
+    with pytest.raises(FileNotFoundError, match="_prob.nii.gz in every one"):
+        bridge_radius_sweep([str(probs), str(tmp_path / "none")], str(datalist), [0, 8])
+    out = bridge_radius_sweep([[str(tmp_path / "none"), str(probs)]], str(datalist), [0, 8])
+    (case,) = out["cases"]
+    assert case["dice"][0.0] == pytest.approx(2 * liver.sum() / ((liver | blob | bar).sum() + liver.sum()), rel=1e-6)
+    assert case["dice"][8.0] > case["dice"][0.0] + 0.1 and case["dice"][8.0] > 0.99
+    assert out["chosen"] == {0: 8.0} and out["nested"] == case["dice"][8.0]
+
+
 # ------------------------------------------------------------------------------------- slow
 TINY = dict(folds=2, epochs=1, epoch_length=1, batch_size=2, width=4, num_res_blocks=1, spacing=6.0, slice_size=64, ct_split=False)
 

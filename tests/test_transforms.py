@@ -414,3 +414,51 @@ def test_a_bright_cyst_moves_the_liver_less_than_percentile_scaling_does():
     for name, t in (("percentiles", ScaleIntensityRangePercentiles(0.5, 99.5, -1.0, 1.0, clip=True)), ("foreground", ForegroundStandardize())):
         shift[name] = abs(float(t(img)[liver].median()) - float(t(cyst)[liver].median()))
     assert shift["foreground"] < 0.6 * shift["percentiles"], shift
+
+
+# ------------------------------------------------------------------------------ thin bridges
+def _liver_bridge_blob(spacing=(1.25, 1.25, 5.0), shape=(96, 64, 12)):
+    """A flat 'liver' (a 30 mm-radius disc, 40 mm thick), a 'stomach' (a 15 mm-radius disc as thick),
+    and a 4 mm-wide bar joining them, as a 1-channel label image on an anisotropic grid."""
+    x, y, z = np.meshgrid(*[(np.arange(n) - n / 2) * s for n, s in zip(shape, spacing)], indexing="ij")
+    slab = np.abs(z) <= 20
+    liver = slab & ((x + 25) ** 2 + y**2 <= 30**2)
+    stomach = slab & ((x - 40) ** 2 + y**2 <= 15**2)
+    bridge = slab & (np.abs(y) <= 2) & (x > -25) & (x < 40)
+    return liver, stomach, bridge & ~liver & ~stomach
+
+
+def test_detach_thin_bridges_cuts_the_neighbour_in_mm():
+    """Radius 8 mm on 1.25 x 1.25 x 5 mm voxels: the stomach beyond the 4 mm bar goes, the liver stays
+    whole, and of the bar only what lies within 8 mm of the liver's core stays (its border)."""
+    from custom.transforms import DetachThinBridgesd
+
+    spacing = (1.25, 1.25, 5.0)
+    liver, stomach, bridge = _liver_bridge_blob(spacing)
+    labels = (liver | stomach | bridge).astype(np.float32)
+    labels[0, 0, 0] = 2  # another label is not touched
+    img = MetaTensor(torch.as_tensor(labels)[None], affine=torch.diag(torch.tensor([*spacing, 1.0], dtype=torch.float64)))
+    out = DetachThinBridgesd("pred", radius_mm=8.0)({"pred": img})["pred"]
+    assert isinstance(out, MetaTensor) and torch.equal(out.affine, img.affine) and out.shape == img.shape
+    kept = out[0].numpy() == 1
+    assert kept[liver].all() and not kept[stomach].any()
+    assert 0 < kept[bridge].sum() < bridge.sum() and not (kept & ~(liver | bridge)).any()
+    assert out[0, 0, 0, 0] == 2
+    # in voxel units the 8-voxel ball would not fit the 8-slice slab: nothing to cut, the mask is kept whole
+    assert np.array_equal(DetachThinBridgesd("pred", radius_mm=8.0)({"pred": MetaTensor(img.as_tensor())})["pred"][0].numpy(), labels)
+    # radius 0 is off
+    assert torch.equal(DetachThinBridgesd("pred", radius_mm=0.0)({"pred": img})["pred"], img)
+
+
+def test_detach_thin_bridges_keeps_a_mask_with_no_core_and_refuses_unknown_spacing():
+    from custom.transforms import DetachThinBridges, DetachThinBridgesd, detach_thin_bridges
+
+    liver, _, bridge = _liver_bridge_blob()
+    assert np.array_equal(detach_thin_bridges(bridge, 8.0, (1.25, 1.25, 5.0)), bridge)  # thinner than the ball everywhere
+    assert not detach_thin_bridges(np.zeros((4, 4, 4), bool), 8.0, (1, 1, 1)).any()
+    with pytest.raises(ValueError, match="'pred' carries no affine"):
+        DetachThinBridgesd("pred", radius_mm=8.0)({"pred": torch.as_tensor(liver[None].astype(np.float32))})
+    with pytest.raises(ValueError, match="3 spacings for 2 spatial"):
+        DetachThinBridges(8.0)(np.zeros((1, 8, 8)), spacing=(1, 1, 1))
+    with pytest.raises(ValueError, match="radius_mm must be 0 or more"):
+        DetachThinBridges(-1.0)

@@ -10,6 +10,8 @@ augmentation, inversion) is MONAI's own; see the bundle's ``configs/train.yaml``
 - :class:`SafeSpacingd`: ``Spacingd`` that tolerates MONAI Label's ``image_path`` string key.
 - :class:`ForegroundStandardized` (and array form): MR normalization by the mean and spread of the
   voxels above the volume's mean, which a large bright cyst does not skew as it does percentiles.
+- :class:`DetachThinBridgesd` (and array form): keeps the liver mask's part within a radius of the
+  largest component of its opening, cutting off neighbours joined to it through thin bridges.
 - :class:`RandLocationScaleIntensityd`, :class:`RandConvIntensityd` (and array forms): random
   appearance augmentation of the CT training slices (Bezier/location-scale, random convolutions).
 """
@@ -23,12 +25,15 @@ from .appearance import (
 )
 from .intensity import ForegroundStandardize, ForegroundStandardized
 from .io import AtomicSaveImaged
+from .morphology import DetachThinBridges, DetachThinBridgesd, detach_thin_bridges
 from .labels import LiverLabeld
 from .n4 import N4BiasFieldCorrection, N4BiasFieldCorrectiond
 from .spacing import SafeSpacingd
 
 __all__ = [
     "AtomicSaveImaged",
+    "DetachThinBridges",
+    "DetachThinBridgesd",
     "ForegroundStandardize",
     "ForegroundStandardized",
     "LiverLabeld",
@@ -40,4 +45,5 @@ __all__ = [
     "RandLocationScaleIntensityd",
     "SafeSpacingd",
     "bezier_curve",
+    "detach_thin_bridges",
 ]
