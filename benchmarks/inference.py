@@ -44,6 +44,7 @@ STAGES = {
     "Invertd": "inversion",
     "AsDiscreted": "argmax",
     "KeepLargestConnectedComponentd": "largest_component",
+    "DetachThinBridgesd": "thin_bridges",
     "SaveImaged": "write",
     "CopyItemsd": "other_post",
     "Lambdad": "other_post",
