@@ -56,6 +56,8 @@ class Method:
     bridge_radius_mm: ``inference.yaml``'s last postprocessing step for the MR test (0: off, the
         largest component alone, as every table before the step was written; see
         :data:`BRIDGE_RADIUS_MM`).
+    pseudo_label_bridge_radius_mm: the same step for a student's masks (``self_training.yaml``'s
+        ``pseudo_label_bridge_radius_mm``; 0: uncut, as the students before the step learned from).
     """
 
     key: str
@@ -69,6 +71,7 @@ class Method:
     co_teacher: str | None = None
     ensemble_with: str | None = None
     bridge_radius_mm: float = 0.0
+    pseudo_label_bridge_radius_mm: float = 0.0
 
     def config_files(self) -> list[str]:
         files = [str(BUNDLE_CONFIGS / "train.yaml")]
@@ -128,6 +131,17 @@ def _bridged(m: Method) -> Method:
 # ... and the MR tests of those trainings with thin bridges cut (inference.yaml's bridge_radius_mm)
 _DA.update({f"{k}_bridges": _bridged(_DA[k]) for k in (
     "unet_ct", "dalace_both_paths", "dalace_self_training_both_paths", "dalace_ensemble", "dalace_self_training_ensemble")})
+# ... and self-training on the teacher's masks with thin bridges cut, tested with them cut too
+_CUT = {"pseudo_label_bridge_radius_mm": BRIDGE_RADIUS_MM, "teacher": "dalace"}
+_DA.update({
+    "dalace_self_training_cut": Method("dalace_self_training_cut", ("self_training.yaml",), ("ct", "mr"), "dalace", **_CUT),
+    "dalace_self_training_cut_both_paths_bridges": Method(
+        "dalace_self_training_cut_both_paths_bridges", ("self_training.yaml",), ("ct", "mr"), "both_paths",
+        run_as="dalace_self_training_cut", bridge_radius_mm=BRIDGE_RADIUS_MM, **_CUT),
+    "dalace_self_training_cut_ensemble_bridges": Method(
+        "dalace_self_training_cut_ensemble_bridges", ("self_training.yaml",), ("ct", "mr"), "ensemble",
+        run_as="dalace_self_training_cut", ensemble_with="unet_ct", bridge_radius_mm=BRIDGE_RADIUS_MM, **_CUT),
+})
 
 
 def _with(first: str, m: Method) -> Method:
@@ -238,6 +252,9 @@ TABLES: dict[str, Table] = {
             ("DALACE self-trained, both paths, thin bridges cut", "da", "dalace_self_training_both_paths_bridges"),
             ("DALACE (train.yaml) and the CT-only U-Net (ensemble.yaml), thin bridges cut", "da", "dalace_ensemble_bridges"),
             ("DALACE self-trained and the CT-only U-Net, thin bridges cut", "da", "dalace_self_training_ensemble_bridges"),
+            ("DALACE self-trained on masks with thin bridges cut, MR's path alone", "da", "dalace_self_training_cut"),
+            ("DALACE self-trained on masks with thin bridges cut, both paths, thin bridges cut", "da", "dalace_self_training_cut_both_paths_bridges"),
+            ("DALACE self-trained on cut masks and the CT-only U-Net, thin bridges cut", "da", "dalace_self_training_cut_ensemble_bridges"),
             ("MR-supervised U-Net (upper bound)", "da", "unet_mr"),
         ),
         (("DSC (std)", None, "mr"),),

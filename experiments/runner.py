@@ -237,6 +237,8 @@ class Experiment:
                  "bias_correction": self.s.bias_correction, "prepare_spacing": self.s.prepare_spacing, "items": train_items}
         if teacher is not None:
             keyed["teacher"] = teacher["dir"].name
+            if method.pseudo_label_bridge_radius_mm:
+                keyed["pseudo_label_bridge_radius_mm"] = method.pseudo_label_bridge_radius_mm
         if co_teacher is not None:
             keyed["co_teacher"] = co_teacher["dir"].name
         key = xdata.digest(keyed)
@@ -257,7 +259,8 @@ class Experiment:
         }
         if teacher is not None:  # a fraction of the teacher's epochs, the pair game on from the start
             epochs = max(1, round(int(self.s.epochs) * STUDENT_EPOCH_FRACTION))
-            overrides.update(max_epochs=epochs, pair_warmup_epochs=0, checkpoint_interval=max(1, math.ceil(epochs / 4)))
+            overrides.update(max_epochs=epochs, pair_warmup_epochs=0, checkpoint_interval=max(1, math.ceil(epochs / 4)),
+                             pseudo_label_bridge_radius_mm=method.pseudo_label_bridge_radius_mm)
         return {"dir": run_dir, "configs": configs, "overrides": overrides, "train_items": train_items, "task": task, "fold": fold,
                 "teacher": teacher, "co_teacher": co_teacher}
 
