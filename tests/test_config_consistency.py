@@ -42,13 +42,12 @@ def test_training_and_inference_preprocess_to_the_same_voxels(modality):
     assert float(infer["image"].min()) >= -1.0 and float(infer["image"].max()) <= 1.0
 
 
-def test_self_training_masks_are_cut_as_inference_cuts():
-    """The teacher's masks end with the step the bundle's own masks end with (bridge_radius_mm), so a
-    student learns from masks as a user would get them; the experiments set 0 for the uncut rows."""
+def test_self_training_masks_radius_reaches_the_teacher_inference():
+    """The teacher's masks end with the largest component alone unless pseudo_label_bridge_radius_mm says
+    otherwise (students of cut masks measured no better); the radius reaches the teacher's inference."""
     student = parser("train.yaml", "self_training.yaml")
+    assert student.get_parsed_content("pseudo_label_bridge_radius_mm") == 0.0
+    assert student.get_parsed_content("pseudo_label_inference")["bridge_radius_mm"] == 0.0
     radius = parser("inference.yaml").get_parsed_content("bridge_radius_mm")
-    assert radius > 0
-    assert student.get_parsed_content("pseudo_label_bridge_radius_mm") == radius
-    assert student.get_parsed_content("pseudo_label_inference")["bridge_radius_mm"] == radius
-    uncut = parser("train.yaml", "self_training.yaml", pseudo_label_bridge_radius_mm=0.0)
-    assert uncut.get_parsed_content("pseudo_label_inference")["bridge_radius_mm"] == 0.0
+    cut = parser("train.yaml", "self_training.yaml", pseudo_label_bridge_radius_mm=radius)
+    assert radius > 0 and cut.get_parsed_content("pseudo_label_inference")["bridge_radius_mm"] == radius
