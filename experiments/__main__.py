@@ -110,7 +110,7 @@ def bridge_radius(members, datalist: str, radii=(0, 8, 12, 16, 20), dataset_dir:
     print("case\tfold\t" + "\t".join(f"r={r:g}" for r in radii))
     for c in out["cases"]:
         print(f"{c['id']}\t{c['fold']}\t" + "\t".join(f"{c['dice'][r]:.3f}" for r in radii))
-    print("mean\t\t" + "\t".join(f"{np.mean([c['dice'][r] for c in out['cases']]):.3f}" for r in radii))
+    print(f"mean ({len(out['cases'])})\t\t" + "\t".join(f"{np.mean([c['dice'][r] for c in out['cases']]):.3f}" for r in radii))
     print("min\t\t" + "\t".join(f"{np.min([c['dice'][r] for c in out['cases']]):.3f}" for r in radii))
     print("radius chosen on the other folds: " + ", ".join(f"fold {f}: {r:g}" for f, r in out["chosen"].items())
           + f"; nested mean Dice {out['nested']:.3f}")

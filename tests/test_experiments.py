@@ -408,6 +408,37 @@ def test_ensemble_rows_average_the_dalace_run_and_the_u_net(tiny_experiment):
 
 
 @pytest.mark.slow
+def test_bridge_rows_evaluate_the_same_runs_with_the_step(tiny_experiment):
+    """The *_bridges rows test the trained runs again (none retrained), with inference.yaml's bridge
+    radius reaching its postprocessing; the rows without it keep the largest component alone, and the
+    step only ever removes voxels (what it removes: tests/test_transforms.py)."""
+    from monai.bundle import ConfigParser
+
+    from custom.transforms import DetachThinBridgesd
+    from experiments.protocol import BRIDGE_RADIUS_MM
+
+    settings, _ = tiny_experiment
+    out = Path(settings.output)
+    results, done = rerun_table_a(settings, "dalace_both_paths,dalace_both_paths_bridges")
+    assert set(out.glob("runs/*/done.json")) == set(done)
+    cells = {c["method"]: c for c in results["cells"] if c["fold"] == 0}
+    plain, cut = (cells[k] for k in ("dalace_both_paths", "dalace_both_paths_bridges"))
+    assert plain["run"] == cut["run"] and plain["eval_dir"] != cut["eval_dir"]
+    masks = {}
+    for cell, radius in ((plain, 0.0), (cut, BRIDGE_RADIUS_MM)):
+        record = json.loads((out / cell["eval_dir"] / "eval.json").read_text())
+        parser = ConfigParser()
+        parser.read_config(record["configs"])
+        parser.update(record["overrides"])
+        assert parser.get_parsed_content("bridge_radius_mm") == radius
+        steps = [t for t in parser.get_parsed_content("postprocessing").transforms if isinstance(t, DetachThinBridgesd)]
+        assert [t.detach.radius_mm for t in steps] == ([radius] if radius else [])  # disabled at 0
+        (seg,) = (out / cell["eval_dir"]).glob("*_seg.nii.gz")
+        masks[radius] = np.asarray(nib.load(seg).dataobj) > 0
+    assert not (masks[BRIDGE_RADIUS_MM] & ~masks[0.0]).any()  # (the tiny runs' masks may be empty)
+
+
+@pytest.mark.slow
 def test_rerun_skips_finished_runs(tiny_experiment):
     settings, _ = tiny_experiment
     out = Path(settings.output)
