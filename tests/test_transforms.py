@@ -460,5 +460,6 @@ def test_detach_thin_bridges_keeps_a_mask_with_no_core_and_refuses_unknown_spaci
         DetachThinBridgesd("pred", radius_mm=8.0)({"pred": torch.as_tensor(liver[None].astype(np.float32))})
     with pytest.raises(ValueError, match="3 spacings for 2 spatial"):
         DetachThinBridges(8.0)(np.zeros((1, 8, 8)), spacing=(1, 1, 1))
-    with pytest.raises(ValueError, match="radius_mm must be 0 or more"):
-        DetachThinBridges(-1.0)
+    for bad in (-1.0, "12", float("nan")):
+        with pytest.raises(ValueError, match="bridge_radius_mm. must be a number, 0 or more"):
+            DetachThinBridges(bad)

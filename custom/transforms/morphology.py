@@ -64,8 +64,8 @@ class DetachThinBridges(Transform):
     backend = [TransformBackends.NUMPY]
 
     def __init__(self, radius_mm: float, applied_labels: Sequence[int] = (1,), connectivity: int | None = None) -> None:
-        if not radius_mm >= 0:
-            raise ValueError(f"DetachThinBridges: radius_mm must be 0 or more, got {radius_mm}.")
+        if isinstance(radius_mm, bool) or not isinstance(radius_mm, (int, float)) or not radius_mm >= 0:
+            raise ValueError(f"DetachThinBridges: radius_mm (inference.yaml's bridge_radius_mm) must be a number, 0 or more; got {radius_mm!r}.")
         self.radius_mm = float(radius_mm)
         self.applied_labels = [int(v) for v in applied_labels]
         self.connectivity = connectivity
