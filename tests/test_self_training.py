@@ -76,6 +76,13 @@ def test_masks_of_another_teacher_are_refused(tmp_path):
     assert out[0]["label"] == str(mask)
     with pytest.raises(ValueError, match="written by the teacher .*first.pt.*not by .*second.pt"):
         pseudo_labelled(items, mask.parent, tmp_path, tmp_path / "missing.yaml", {"ckpt_path": str(second)})
+    # the same teacher with other inference settings (a record that has them): refused, naming them
+    (mask.parent / "teacher.json").write_text(json.dumps(
+        {"checkpoint": str(first), "sha256": hashlib.sha256(first.read_bytes()).hexdigest(), "inference": {"bridge_radius_mm": 0.0}}))
+    out = pseudo_labelled(items, mask.parent, tmp_path, tmp_path / "missing.yaml", {"ckpt_path": str(first), "bridge_radius_mm": 0.0})
+    assert out[0]["label"] == str(mask)
+    with pytest.raises(ValueError, match="other inference settings .bridge_radius_mm: 0.0 then, 12.0 now"):
+        pseudo_labelled(items, mask.parent, tmp_path, tmp_path / "missing.yaml", {"ckpt_path": str(first), "bridge_radius_mm": 12.0})
 
 
 def test_two_images_with_one_case_name_are_refused(tmp_path):

@@ -29,15 +29,27 @@ logger = logging.getLogger(__name__)
 TEACHER_RECORD = "teacher.json"
 
 
-def _teacher_record(ckpt: str) -> dict:
+#: inference overrides that do not change the masks (left out of the record's comparison)
+_NOT_MASK_SETTINGS = ("ckpt_path", "num_workers")
+
+
+def _mask_settings(overrides: Mapping[str, Any] | None) -> dict:
+    """The teacher inference's overrides that shape its masks (sizes, paths, postprocessing such as
+    ``bridge_radius_mm``), as JSON values."""
+    return json.loads(json.dumps({k: v for k, v in (overrides or {}).items() if k not in _NOT_MASK_SETTINGS}, default=str))
+
+
+def _teacher_record(ckpt: str, overrides: Mapping[str, Any] | None = None) -> dict:
     with open(ckpt, "rb") as f:
-        return {"checkpoint": os.path.abspath(ckpt), "sha256": hashlib.sha256(f.read()).hexdigest()}
+        return {"checkpoint": os.path.abspath(ckpt), "sha256": hashlib.sha256(f.read()).hexdigest(),
+                "inference": _mask_settings(overrides)}
 
 
-def _check_same_teacher(label_dir: str | os.PathLike, ckpt: str, existing: list[str]) -> None:
-    """Masks in ``label_dir`` are reused only when written by this teacher (its checkpoint's sha256):
-    masks of another teacher would train the student silently on the wrong labels. Masks without a
-    record (put there by hand) are reused, and said so in the log."""
+def _check_same_teacher(label_dir: str | os.PathLike, ckpt: str, existing: list[str], overrides: Mapping[str, Any] | None = None) -> None:
+    """Masks in ``label_dir`` are reused only when written by this teacher (its checkpoint's sha256)
+    with these inference settings (e.g. another ``bridge_radius_mm``): other masks would train the
+    student silently on the wrong labels. Masks without a record (put there by hand) are reused, and
+    said so in the log."""
     if not existing:
         return
     record_file = os.path.join(str(label_dir), TEACHER_RECORD)
@@ -51,6 +63,15 @@ def _check_same_teacher(label_dir: str | os.PathLike, ckpt: str, existing: list[
             f"pseudo-labels: the {len(existing)} masks in {os.path.abspath(str(label_dir))} were written by the teacher "
             f"{before.get('checkpoint')!r}, not by {os.path.abspath(ckpt)!r} (another sha256). Delete them, or set "
             "pseudo_label_dir (or output_dir) to another folder."
+        )
+    now = _mask_settings(overrides)
+    if "inference" in before and before["inference"] != now:
+        then = before["inference"]
+        differ = ", ".join(f"{k}: {then.get(k)!r} then, {now.get(k)!r} now" for k in sorted(set(then) | set(now)) if then.get(k) != now.get(k))
+        raise ValueError(
+            f"pseudo-labels: the {len(existing)} masks in {os.path.abspath(str(label_dir))} were written with other "
+            f"inference settings ({differ}). "
+            "Delete them, or set pseudo_label_dir (or output_dir) to another folder."
         )
     logger.info(f"pseudo-labels: reusing {len(existing)} masks in {os.path.abspath(str(label_dir))} written by this teacher")
 
@@ -92,7 +113,7 @@ def pseudo_labelled(
             )
         seen[path] = item["image"]
     teacher = str((overrides or {}).get("ckpt_path") or os.path.join(str(models_dir), "model.pt"))
-    _check_same_teacher(label_dir, teacher, [p for p in paths if os.path.isfile(p)])
+    _check_same_teacher(label_dir, teacher, [p for p in paths if os.path.isfile(p)], overrides)
     missing = [item for item, path in zip(items, paths) if not os.path.isfile(path)]
     if missing:
         if not os.path.isfile(teacher):
@@ -107,7 +128,7 @@ def pseudo_labelled(
             f"pseudo-labels: segmenting {len(missing)} of {len(items)} MR training images with the teacher in "
             f"{os.path.abspath(str(models_dir))} into {os.path.abspath(str(label_dir))}"
         )
-        atomic_write_text(os.path.join(str(label_dir), TEACHER_RECORD), json.dumps(_teacher_record(teacher), indent=2) + "\n")
+        atomic_write_text(os.path.join(str(label_dir), TEACHER_RECORD), json.dumps(_teacher_record(teacher, overrides), indent=2) + "\n")
         run(
             "run",
             config_file=inference_config,
