@@ -39,6 +39,7 @@ STAGES = {
     "Spacingd": "resampling",
     "ScaleIntensityRanged": "normalization",
     "ScaleIntensityRangePercentilesd": "normalization",
+    "ScaleIntensityRangePercentilesCappedd": "normalization",
     "EnsureTyped": "normalization",
     "Activationsd": "softmax",
     "Invertd": "inversion",

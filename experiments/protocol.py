@@ -28,6 +28,8 @@ def _inference_default(key: str):
 
 #: the bundle's bridge radius (``inference.yaml``), for the Table A rows that evaluate with it
 BRIDGE_RADIUS_MM = float(_inference_default("bridge_radius_mm"))
+#: the bundle's cap on the MR normalization's upper bound (``mr_tail_cap``), for the rows trained and tested with it
+MR_TAIL_CAP = float(_inference_default("mr_tail_cap"))
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,8 @@ class Method:
         :data:`BRIDGE_RADIUS_MM`).
     pseudo_label_bridge_radius_mm: the same step for a student's masks (``self_training.yaml``'s
         ``pseudo_label_bridge_radius_mm``; 0: uncut, as the students before the step learned from).
+    mr_tail_cap: ``mr_tail_cap`` of the MR normalization, in training and in the MR test alike (0:
+        percentiles alone, as every table before the cap was written; see :data:`MR_TAIL_CAP`).
     """
 
     key: str
@@ -72,6 +76,7 @@ class Method:
     ensemble_with: str | None = None
     bridge_radius_mm: float = 0.0
     pseudo_label_bridge_radius_mm: float = 0.0
+    mr_tail_cap: float = 0.0
 
     def config_files(self) -> list[str]:
         files = [str(BUNDLE_CONFIGS / "train.yaml")]
@@ -142,6 +147,17 @@ _DA.update({
         "dalace_self_training_cut_ensemble_bridges", ("self_training.yaml",), ("ct", "mr"), "ensemble",
         run_as="dalace_self_training_cut", ensemble_with="unet_ct", bridge_radius_mm=BRIDGE_RADIUS_MM, **_CUT),
 })
+
+
+
+
+def _tail_capped(m: Method) -> Method:
+    """The same method trained and tested with the bundle's cap on the MR normalization's upper bound."""
+    return replace(m, key=f"{m.key}_tail_cap", run_as=m.run_as or m.key, mr_tail_cap=MR_TAIL_CAP)
+
+
+# ... and those of the bundle's defaults (thin bridges cut) whose MR is normalized with the tail cap
+_DA.update({f"{k}_tail_cap": _tail_capped(_DA[k]) for k in ("unet_ct_bridges", "dalace_both_paths_bridges", "dalace_ensemble_bridges")})
 
 
 def _with(first: str, m: Method) -> Method:
@@ -255,6 +271,9 @@ TABLES: dict[str, Table] = {
             ("DALACE self-trained on masks with thin bridges cut, MR's path alone", "da", "dalace_self_training_cut"),
             ("DALACE self-trained on masks with thin bridges cut, both paths, thin bridges cut", "da", "dalace_self_training_cut_both_paths_bridges"),
             ("DALACE self-trained on cut masks and the CT-only U-Net, thin bridges cut", "da", "dalace_self_training_cut_ensemble_bridges"),
+            ("CT-only U-Net, thin bridges cut, MR's upper percentile capped (inference.yaml)", "da", "unet_ct_bridges_tail_cap"),
+            ("DALACE (train.yaml: MR's upper percentile capped), both paths, thin bridges cut", "da", "dalace_both_paths_bridges_tail_cap"),
+            ("DALACE (train.yaml, capped) and the CT-only U-Net (ensemble.yaml), thin bridges cut", "da", "dalace_ensemble_bridges_tail_cap"),
             ("MR-supervised U-Net (upper bound)", "da", "unet_mr"),
         ),
         (("DSC (std)", None, "mr"),),

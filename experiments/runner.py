@@ -241,6 +241,8 @@ class Experiment:
                 keyed["pseudo_label_bridge_radius_mm"] = method.pseudo_label_bridge_radius_mm
         if co_teacher is not None:
             keyed["co_teacher"] = co_teacher["dir"].name
+        if method.mr_tail_cap and set(method.uses) & {"mr", "mr_labels"}:  # a CT-only training reads no MR
+            keyed["mr_tail_cap"] = method.mr_tail_cap
         key = xdata.digest(keyed)
         run_dir = self.root / "runs" / f"{method.run_as or method.key}-{key}"
         overrides = {
@@ -256,6 +258,7 @@ class Experiment:
             "extra_paths": [],
             "validate#enabled": False,  # the held-out fold is the test set: no model selection on it
             "image_grids": False,
+            "mr_tail_cap": method.mr_tail_cap,
         }
         if teacher is not None:  # a fraction of the teacher's epochs, the pair game on from the start
             epochs = max(1, round(int(self.s.epochs) * STUDENT_EPOCH_FRACTION))
@@ -371,6 +374,8 @@ class Experiment:
         radius = method.bridge_radius_mm if test == "mr" else 0.0
         if radius:
             ekey_of["bridge_radius_mm"] = radius
+        if method.mr_tail_cap and test == "mr":
+            ekey_of["mr_tail_cap"] = method.mr_tail_cap
         ekey = xdata.digest(ekey_of)
         edir = spec["dir"] / f"eval-{test}-{ekey}"
         done = edir / "eval.json"
@@ -411,6 +416,7 @@ class Experiment:
             "bias_correction": False,
             "num_workers": 0,
             "bridge_radius_mm": radius,
+            "mr_tail_cap": method.mr_tail_cap,
         }
         overrides["extra_paths"] = ["ct"] if kind in ("both_paths", "ensemble") else []
         if not self.s.surface_metrics:

@@ -9,7 +9,7 @@ from monai.bundle import ConfigParser
 from monai.transforms import Compose
 
 from tests.helpers import BUNDLE  # noqa: E402
-SHARED_IDS = ["spacing", "roi_size", "ct_window", "mr_percentiles", "bias_correction", "width", "num_res_blocks", "code_dim", "segmenter", "models_dir", "extra_paths"]
+SHARED_IDS = ["spacing", "roi_size", "ct_window", "mr_percentiles", "mr_tail_cap", "bias_correction", "width", "num_res_blocks", "code_dim", "segmenter", "models_dir", "extra_paths"]
 
 
 def parser(*files, **overrides):

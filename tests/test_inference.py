@@ -174,13 +174,13 @@ def test_modality_selects_normalization_and_checkpoint():
     parser.read_config(INFERENCE)
     parser.update({"bundle_root": str(BUNDLE), "bias_correction": False, "modality": "ct"})
     names = [type(t).__name__ for t in parser.get_parsed_content("preprocessing").transforms]
-    assert "ScaleIntensityRanged" in names and "ScaleIntensityRangePercentilesd" not in names
+    assert "ScaleIntensityRanged" in names and "ScaleIntensityRangePercentilesCappedd" not in names
     assert parser.get_parsed_content("ckpt_path").endswith("models/model_ct.pt")
     parser = ConfigParser()
     parser.read_config(INFERENCE)
     parser.update({"bundle_root": str(BUNDLE), "bias_correction": False})
     names = [type(t).__name__ for t in parser.get_parsed_content("preprocessing").transforms]
-    assert "ScaleIntensityRangePercentilesd" in names and "ScaleIntensityRanged" not in names
+    assert "ScaleIntensityRangePercentilesCappedd" in names and "ScaleIntensityRanged" not in names
     assert "N4BiasFieldCorrectiond" not in names
     assert parser.get_parsed_content("ckpt_path").endswith("models/model.pt")
     if HAS_N4:

@@ -8,6 +8,8 @@ augmentation, inversion) is MONAI's own; see the bundle's ``configs/train.yaml``
 - :class:`LiverLabeld`: binary liver mask from a label map whose liver value is declared in the datalist.
 - :class:`AtomicSaveImaged`: ``SaveImaged`` that writes each file to a temporary name and renames it.
 - :class:`SafeSpacingd`: ``Spacingd`` that tolerates MONAI Label's ``image_path`` string key.
+- :class:`ScaleIntensityRangePercentilesCappedd` (and array form): MR percentile scaling whose upper
+  bound a large bright structure (cyst, fluid) cannot stretch beyond a multiple of a lower percentile.
 - :class:`ForegroundStandardized` (and array form): MR normalization by the mean and spread of the
   voxels above the volume's mean, which a large bright cyst does not skew as it does percentiles.
 - :class:`DetachThinBridgesd` (and array form): keeps the liver mask's part within a radius of the
@@ -23,7 +25,12 @@ from .appearance import (
     RandLocationScaleIntensityd,
     bezier_curve,
 )
-from .intensity import ForegroundStandardize, ForegroundStandardized
+from .intensity import (
+    ForegroundStandardize,
+    ForegroundStandardized,
+    ScaleIntensityRangePercentilesCapped,
+    ScaleIntensityRangePercentilesCappedd,
+)
 from .io import AtomicSaveImaged
 from .morphology import DetachThinBridges, DetachThinBridgesd, detach_thin_bridges
 from .labels import LiverLabeld
@@ -44,6 +51,8 @@ __all__ = [
     "RandLocationScaleIntensity",
     "RandLocationScaleIntensityd",
     "SafeSpacingd",
+    "ScaleIntensityRangePercentilesCapped",
+    "ScaleIntensityRangePercentilesCappedd",
     "bezier_curve",
     "detach_thin_bridges",
 ]
