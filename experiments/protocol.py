@@ -152,12 +152,16 @@ _DA.update({
 
 
 def _tail_capped(m: Method) -> Method:
-    """The same method trained and tested with the bundle's cap on the MR normalization's upper bound."""
-    return replace(m, key=f"{m.key}_tail_cap", run_as=m.run_as or m.key, mr_tail_cap=MR_TAIL_CAP)
+    """The same method trained and tested with the bundle's cap on the MR normalization's upper bound
+    (a student's teacher too)."""
+    teacher = f"{m.teacher}_tail_cap" if m.teacher else None
+    return replace(m, key=f"{m.key}_tail_cap", run_as=m.run_as or m.key, mr_tail_cap=MR_TAIL_CAP, teacher=teacher)
 
 
-# ... and those of the bundle's defaults (thin bridges cut) whose MR is normalized with the tail cap
-_DA.update({f"{k}_tail_cap": _tail_capped(_DA[k]) for k in ("unet_ct_bridges", "dalace_both_paths_bridges", "dalace_ensemble_bridges")})
+# ... and those with thin bridges cut (the bundle's inference) whose MR is normalized with the tail cap
+_DA.update({f"{k}_tail_cap": _tail_capped(_DA[k]) for k in (
+    "dalace", "unet_ct_bridges", "dalace_both_paths_bridges", "dalace_ensemble_bridges",
+    "dalace_self_training_both_paths_bridges", "dalace_self_training_ensemble_bridges")})
 
 
 def _with(first: str, m: Method) -> Method:
@@ -274,6 +278,8 @@ TABLES: dict[str, Table] = {
             ("CT-only U-Net, thin bridges cut, MR's upper percentile capped (inference.yaml)", "da", "unet_ct_bridges_tail_cap"),
             ("DALACE (train.yaml: MR's upper percentile capped), both paths, thin bridges cut", "da", "dalace_both_paths_bridges_tail_cap"),
             ("DALACE (train.yaml, capped) and the CT-only U-Net (ensemble.yaml), thin bridges cut", "da", "dalace_ensemble_bridges_tail_cap"),
+            ("DALACE self-trained (capped), both paths, thin bridges cut", "da", "dalace_self_training_both_paths_bridges_tail_cap"),
+            ("DALACE self-trained (capped) and the CT-only U-Net, thin bridges cut", "da", "dalace_self_training_ensemble_bridges_tail_cap"),
             ("MR-supervised U-Net (upper bound)", "da", "unet_mr"),
         ),
         (("DSC (std)", None, "mr"),),

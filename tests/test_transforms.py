@@ -395,25 +395,78 @@ def test_foreground_standardize_uses_the_voxels_above_the_mean():
         ForegroundStandardize()(torch.full((1, 8, 8, 2), 5.0))
 
 
-def test_a_bright_cyst_moves_the_liver_less_than_percentile_scaling_does():
-    """What it is for: a large bright structure shifts a tissue's normalized intensity less than the
-    upper percentile does (CHAOS T2 case 36's cyst darkened its liver to -0.70 with percentiles)."""
-    from monai.transforms import ScaleIntensityRangePercentiles
-
-    from custom.transforms import ForegroundStandardize
-
+def _body_liver_cyst(cyst_fraction: float = 0.05):
+    """A noisy 'body' (100) with a darker 'liver' (70) and some bright fluid (250, 3 % of the volume, as
+    CHAOS T2's 99.5th percentile is 2.1-3.0 times its 90th) on a black background, and the same image
+    with a bright 'cyst' (600) covering about ``cyst_fraction`` of the volume (its upper percentiles)."""
     g = torch.Generator().manual_seed(0)
     img = torch.zeros(1, 40, 40, 10)
     img[:, 5:35, 5:35] = 100.0  # body
     img[:, 10:20, 10:20] = 70.0  # "liver"
+    img[:, 6:13, 22:29] = 250.0  # fluid
     img = img + torch.randn(img.shape, generator=g) * 5.0
     cyst = img.clone()
-    cyst[:, 22:34, 22:34] = 600.0
-    liver = (slice(None), slice(10, 20), slice(10, 20))
+    side = round((cyst_fraction * 40 * 40) ** 0.5)
+    cyst[:, 34 - side : 34, 34 - side : 34] = 600.0
+    return img, cyst, (slice(None), slice(10, 20), slice(10, 20))
+
+
+def test_a_bright_cyst_moves_the_liver_less_than_percentile_scaling_does():
+    """What they are for: a large bright structure shifts a tissue's normalized intensity less than the
+    upper percentile does (CHAOS T2 case 36's cyst darkened its liver to -0.70 with percentiles)."""
+    from monai.transforms import ScaleIntensityRangePercentiles
+
+    from custom.transforms import ForegroundStandardize, ScaleIntensityRangePercentilesCapped
+
+    img, cyst, liver = _body_liver_cyst()
     shift = {}
-    for name, t in (("percentiles", ScaleIntensityRangePercentiles(0.5, 99.5, -1.0, 1.0, clip=True)), ("foreground", ForegroundStandardize())):
+    for name, t in (
+        ("percentiles", ScaleIntensityRangePercentiles(0.5, 99.5, -1.0, 1.0, clip=True)),
+        ("foreground", ForegroundStandardize()),
+        ("capped", ScaleIntensityRangePercentilesCapped(0.5, 99.5, -1.0, 1.0, clip=True, reference=90, max_ratio=3.0)),
+    ):
         shift[name] = abs(float(t(img)[liver].median()) - float(t(cyst)[liver].median()))
+    assert shift["percentiles"] > 0.3, shift  # the cyst's tail stretches percentile scaling's range 2.4-fold
     assert shift["foreground"] < 0.6 * shift["percentiles"], shift
+    assert shift["capped"] < 0.5 * shift["percentiles"], shift  # the cyst saturates at 3x the 90th percentile
+
+
+def test_capped_percentiles_are_percentiles_without_a_bright_tail():
+    """Without a tail beyond 3x the 90th percentile the cap changes nothing (the bundle's models trained
+    before it stay valid on such volumes); with one, the upper bound is the cap, and 0 turns it off."""
+    from monai.transforms import ScaleIntensityRangePercentiles
+
+    from custom.transforms import ScaleIntensityRangePercentilesCapped, ScaleIntensityRangePercentilesCappedd
+
+    img, cyst, _ = _body_liver_cyst()
+    img = MetaTensor(img, affine=torch.diag(torch.tensor([1.5, 1.5, 4.0, 1.0])))
+    plain = ScaleIntensityRangePercentiles(0.5, 99.5, -1.0, 1.0, clip=True)
+    capped = ScaleIntensityRangePercentilesCapped(0.5, 99.5, reference=90, max_ratio=3.0)
+    out = capped(img)
+    assert torch.allclose(out.as_tensor(), plain(img).as_tensor(), atol=1e-6)
+    assert isinstance(out, MetaTensor) and torch.equal(out.affine, img.affine)
+    lo, p90, p995 = (float(np.percentile(cyst.numpy(), q)) for q in (0.5, 90, 99.5))
+    assert p995 > lo + 3.0 * (p90 - lo)  # the tail the cap is for
+    assert capped.range(cyst) == pytest.approx((lo, lo + 3.0 * (p90 - lo)), rel=1e-4)
+    off = ScaleIntensityRangePercentilesCapped(0.5, 99.5, max_ratio=0)
+    assert torch.allclose(off(cyst), plain(cyst), atol=1e-6)
+    d = ScaleIntensityRangePercentilesCappedd("image", 0.5, 99.5, max_ratio=3.0)({"image": cyst, "label": cyst > 500})
+    assert torch.allclose(d["image"], capped(cyst)) and float(d["image"].max()) == 1.0 and d["label"].dtype == torch.bool
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"lower": 95.0, "upper": 99.5, "reference": 90.0}, "lower < reference < upper"),
+        ({"lower": 0.5, "upper": 85.0, "reference": 90.0}, "lower < reference < upper"),
+        ({"lower": 0.5, "upper": 99.5, "max_ratio": 0.5}, "max_ratio must be 0"),
+    ],
+)
+def test_capped_percentiles_refuse_inconsistent_settings(kwargs, match):
+    from custom.transforms import ScaleIntensityRangePercentilesCapped
+
+    with pytest.raises(ValueError, match=match):
+        ScaleIntensityRangePercentilesCapped(**kwargs)
 
 
 # ------------------------------------------------------------------------------ thin bridges
