@@ -459,7 +459,9 @@ def test_capped_percentiles_are_percentiles_without_a_bright_tail():
     [
         ({"lower": 95.0, "upper": 99.5, "reference": 90.0}, "lower < reference < upper"),
         ({"lower": 0.5, "upper": 85.0, "reference": 90.0}, "lower < reference < upper"),
-        ({"lower": 0.5, "upper": 99.5, "max_ratio": 0.5}, "max_ratio must be 0"),
+        ({"lower": 0.5, "upper": 99.5, "max_ratio": 0.5}, "must be 0 .no cap. or a number of at least 1, got 0.5"),
+        ({"lower": 0.5, "upper": 99.5, "max_ratio": "three"}, "mr_tail_cap. must be 0 .no cap. or a number of at least 1, got 'three'"),
+        ({"lower": 0.5, "upper": 99.5, "max_ratio": -2}, "got -2"),
     ],
 )
 def test_capped_percentiles_refuse_inconsistent_settings(kwargs, match):

@@ -62,14 +62,21 @@ class ScaleIntensityRangePercentilesCapped(Transform):
         max_ratio: float | None = 3.0,
     ) -> None:
         lower, upper, reference = float(lower), float(upper), float(reference)
+        max_ratio_given = max_ratio
         if not 0.0 <= lower < reference < upper <= 100.0:
             raise ValueError(
                 "ScaleIntensityRangePercentilesCapped: need 0 <= lower < reference < upper <= 100, got "
                 f"lower={lower:g}, reference={reference:g}, upper={upper:g}."
             )
-        max_ratio = float(max_ratio or 0.0)
+        try:
+            max_ratio = float(max_ratio or 0.0)
+        except (TypeError, ValueError):
+            max_ratio = float("nan")  # refused below, with what was given
         if max_ratio != 0.0 and not max_ratio >= 1.0:
-            raise ValueError(f"ScaleIntensityRangePercentilesCapped: max_ratio must be 0 (no cap) or at least 1, got {max_ratio:g}.")
+            raise ValueError(
+                "ScaleIntensityRangePercentilesCapped: max_ratio (the bundle's mr_tail_cap) must be 0 (no cap) "
+                f"or a number of at least 1, got {max_ratio_given!r}."
+            )
         self.lower, self.upper, self.reference, self.max_ratio = lower, upper, reference, max_ratio
         self.b_min, self.b_max, self.clip = float(b_min), float(b_max), bool(clip)
 
