@@ -81,7 +81,8 @@ def liver_intensity(datalist: str, dataset_dir: str | None = None, configs=(), b
 
     rows = measure(datalist, dataset_dir, tuple(configs), bias_correction)
     for r in rows:
-        print(f"{r['id']}\tliver median {r['liver_median']:+.2f}\tupper percentile / liver median {r['upper_percentile_over_liver']:.1f}")
+        print(f"{r['id']}\tliver median {r['liver_median']:+.2f}\tupper percentile / liver median "
+              f"{r['upper_percentile_over_liver']:.1f}\ttail ratio (mr_tail_cap bounds it) {r['tail_ratio']:.2f}")
     return None
 
 

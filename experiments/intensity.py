@@ -16,8 +16,10 @@ from .protocol import BUNDLE_CONFIGS
 
 
 def liver_intensity(datalist: str, dataset_dir: str | None = None, configs: tuple[str, ...] = (), bias_correction: bool = True) -> list[dict]:
-    """Per labelled MR item: the median liver intensity after normalization, and the normalization's
-    upper percentile (``mr_percentiles[1]`` of the raw image) over the raw liver median."""
+    """Per labelled MR item: the median liver intensity after normalization, the normalization's
+    upper percentile (``mr_percentiles[1]`` of the raw image) over the raw liver median, and how far
+    above the lower percentile the upper one lies, in multiples of the 90th's distance (the tail
+    ratio that ``mr_tail_cap`` bounds)."""
     from monai.bundle import ConfigParser
     from monai.transforms import Compose
 
@@ -28,7 +30,7 @@ def liver_intensity(datalist: str, dataset_dir: str | None = None, configs: tupl
     normalize = parser.get_parsed_content("normalize_mr")
     if not chain or chain[-1] is not normalize:  # the liver is measured right after the normalization
         raise ValueError(f"preprocessing_mr no longer ends with normalize_mr: {[type(t).__name__ for t in chain]}")
-    upper = float(parser.get_parsed_content("mr_percentiles")[1])
+    lower, upper = (float(q) for q in parser.get_parsed_content("mr_percentiles"))
     before_norm = Compose(chain[:-1])
     rows = []
     for item in datalist_items(datalist, dataset_dir, modality="mr", role="all", require_labels=True):
@@ -41,5 +43,6 @@ def liver_intensity(datalist: str, dataset_dir: str | None = None, configs: tupl
             "id": item["id"],
             "liver_median": float(np.median(normed[liver])),
             "upper_percentile_over_liver": float(np.percentile(raw, upper) / np.median(raw[liver])),
+            "tail_ratio": float(np.ptp(np.percentile(raw, [lower, upper])) / np.ptp(np.percentile(raw, [lower, 90.0]))),
         })
     return rows

@@ -51,3 +51,16 @@ def test_self_training_masks_radius_reaches_the_teacher_inference():
     radius = parser("inference.yaml").get_parsed_content("bridge_radius_mm")
     cut = parser("train.yaml", "self_training.yaml", pseudo_label_bridge_radius_mm=radius)
     assert radius > 0 and cut.get_parsed_content("pseudo_label_inference")["bridge_radius_mm"] == radius
+
+
+@pytest.mark.parametrize("config", ["train.yaml", "inference.yaml"])
+def test_mr_tail_cap_reaches_the_mr_normalization(config):
+    """The id the experiments and the CLI override is the one the MR normalization reads."""
+    from custom.transforms import ScaleIntensityRangePercentilesCappedd
+
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / config))
+    parser.update({"bundle_root": str(BUNDLE), "mr_tail_cap": 1.5})
+    normalize = parser.get_parsed_content("normalize_mr")
+    assert isinstance(normalize, ScaleIntensityRangePercentilesCappedd) and normalize.scale.max_ratio == 1.5
+

@@ -479,3 +479,4 @@ def test_liver_intensity_reads_the_bundle_chain_and_its_overrides(tmp_path):
     for a, b in zip(percentiles, foreground):
         assert -1 <= a["liver_median"] <= 1 and -1 <= b["liver_median"] <= 1 and a["liver_median"] != b["liver_median"]
         assert a["upper_percentile_over_liver"] == b["upper_percentile_over_liver"] > 1
+        assert a["tail_ratio"] == b["tail_ratio"] > 1

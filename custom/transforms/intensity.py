@@ -8,7 +8,7 @@ Two answers:
 - :class:`ScaleIntensityRangePercentilesCappedd` (the bundle's): percentile scaling whose upper bound a
   bright tail cannot stretch beyond ``max_ratio`` times the ``reference`` percentile (from the lower
   bound). Volumes without such a tail are scaled exactly as by percentiles; in case 36 (its 99.5th
-  percentile 4.4 times its 90th, 2.1 to 3.0 in the other CHAOS T2) the cyst saturates instead.
+  percentile 4.4 times as far from the 0.5th as its 90th, 2.1 to 3.0 in the other CHAOS T2) the cyst saturates instead.
 - :class:`ForegroundStandardized`: standardizing by the mean and spread of the voxels brighter than the
   volume's mean (the body, mostly soft tissue), which changes every volume's scaling (measured, not
   adopted: docs/README.md).
