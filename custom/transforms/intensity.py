@@ -82,9 +82,9 @@ class ScaleIntensityRangePercentilesCapped(Transform):
 
     def range(self, img: NdarrayOrTensor) -> tuple[float, float]:
         """The intensities mapped to ``b_min`` and ``b_max``."""
-        a_min, a_max = (float(percentile(img, q)) for q in (self.lower, self.upper))
+        a_min, a_max, a_ref = (float(v) for v in percentile(img, [self.lower, self.upper, self.reference]))  # one pass
         if self.max_ratio:
-            a_max = min(a_max, a_min + self.max_ratio * (float(percentile(img, self.reference)) - a_min))
+            a_max = min(a_max, a_min + self.max_ratio * (a_ref - a_min))
         return a_min, a_max
 
     def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
