@@ -41,7 +41,8 @@ class Method:
         ``mr_labels`` (labelled MR). Two runs with the same configs, settings and these items are one run.
     mr_eval: ``dalace`` (inference.yaml; a DomainAgnosticSegmenter checkpoint), ``both_paths`` (the
         same with CT's path added: the run's model.pt and model_ct.pt merged), ``ensemble`` (both paths
-        and the ``ensemble_with`` run's U-Net, probabilities averaged: ensemble.yaml) or ``unet``
+        and the ``ensemble_with`` run's U-Net, probabilities averaged: ensemble.yaml), ``self_ensemble``
+        (a student's both paths and its teacher's, probabilities averaged: self_ensemble.yaml) or ``unet``
         (inference.yaml + inference_unet.yaml; a plain U-Net).
     ct_eval: for joint learning's CT test: ``dalace`` (the run's model_ct.pt), ``unet`` (model.pt on CT),
         ``cyclegan_ct`` (CT -> MR translator then S, exported from the checkpoint), ``tdgan_ct`` (S on CT).
@@ -151,6 +152,12 @@ _DA.update({
 
 
 
+# ... and each student segmenting MR together with its teacher, both through both paths (self_ensemble.yaml)
+_DA["dalace_self_ensemble_bridges"] = Method(
+    "dalace_self_ensemble_bridges", ("self_training.yaml",), ("ct", "mr"), "self_ensemble", run_as="dalace_self_training",
+    teacher="dalace", bridge_radius_mm=BRIDGE_RADIUS_MM)
+
+
 def _tail_capped(m: Method) -> Method:
     """The same method trained and tested with the bundle's cap on the MR normalization's upper bound
     (a student's teacher too)."""
@@ -161,7 +168,7 @@ def _tail_capped(m: Method) -> Method:
 # ... and those with thin bridges cut (the bundle's inference) whose MR is normalized with the tail cap
 _DA.update({f"{k}_tail_cap": _tail_capped(_DA[k]) for k in (
     "dalace", "unet_ct_bridges", "dalace_both_paths_bridges", "dalace_ensemble_bridges",
-    "dalace_self_training_both_paths_bridges", "dalace_self_training_ensemble_bridges")})
+    "dalace_self_training_both_paths_bridges", "dalace_self_training_ensemble_bridges", "dalace_self_ensemble_bridges")})
 
 
 def _with(first: str, m: Method) -> Method:
@@ -280,6 +287,8 @@ TABLES: dict[str, Table] = {
             ("DALACE (train.yaml, capped) and the CT-only U-Net (ensemble.yaml), thin bridges cut", "da", "dalace_ensemble_bridges_tail_cap"),
             ("DALACE self-trained (capped), both paths, thin bridges cut", "da", "dalace_self_training_both_paths_bridges_tail_cap"),
             ("DALACE self-trained (capped) and the CT-only U-Net, thin bridges cut", "da", "dalace_self_training_ensemble_bridges_tail_cap"),
+            ("DALACE (capped) and its self-trained student, both DALACE (self_ensemble.yaml), thin bridges cut", "da",
+             "dalace_self_ensemble_bridges_tail_cap"),
             ("MR-supervised U-Net (upper bound)", "da", "unet_mr"),
         ),
         (("DSC (std)", None, "mr"),),

@@ -356,6 +356,15 @@ class Experiment:
             atomic_save(ensemble_state({"dalace": load(self._merge_paths(spec)), "unet_ct": load(unet["dir"] / "models" / "model.pt")}), out)
         return out
 
+    def _self_ensemble(self, spec: dict) -> Path:
+        """The run's both-paths network and its teacher's as one ``self_ensemble.yaml`` state_dict."""
+        teacher = spec["teacher"]
+        out = spec["dir"] / "models" / f"model_self_ensemble_{teacher['dir'].name}.pt"
+        if not out.exists():
+            load = lambda f: torch.load(f, map_location="cpu", weights_only=True)  # noqa: E731
+            atomic_save(ensemble_state({"teacher": load(self._merge_paths(teacher)), "student": load(self._merge_paths(spec))}), out)
+        return out
+
     def evaluate(self, spec: dict, method: Method, test: str) -> dict | None:
         from monai.bundle import ConfigWorkflow
 
@@ -369,6 +378,10 @@ class Experiment:
         partner = self.run_spec(spec["task"], METHODS[spec["task"]][method.ensemble_with], spec["fold"]) if kind == "ensemble" else None
         if partner is not None:
             ekey_of["ensemble_with"] = partner["dir"].name
+        if kind == "self_ensemble":
+            if spec.get("teacher") is None:
+                raise ValueError(f"{method.key}: a self-ensemble evaluates a student (a method with a teacher)")
+            ekey_of["ensemble_with"] = spec["teacher"]["dir"].name
         if method.weights != "final":
             ekey_of["weights"] = method.weights
         radius = method.bridge_radius_mm if test == "mr" else 0.0
@@ -394,6 +407,8 @@ class Experiment:
         elif kind == "ensemble":
             self.train(partner)
             ckpt = self._ensemble(spec, partner)
+        elif kind == "self_ensemble":
+            ckpt = self._self_ensemble(spec)
         else:
             ckpt = models / ("model.pt" if test == "mr" else "model_ct.pt")
         if method.weights == "raw":
@@ -403,8 +418,8 @@ class Experiment:
         configs = [str(BUNDLE_CONFIGS / "inference.yaml"), str(BUNDLE_CONFIGS / "evaluate.yaml")]
         if unet:
             configs.append(str(BUNDLE_CONFIGS / "inference_unet.yaml"))
-        if kind == "ensemble":
-            configs.append(str(BUNDLE_CONFIGS / "ensemble.yaml"))
+        if kind in ("ensemble", "self_ensemble"):
+            configs.append(str(BUNDLE_CONFIGS / f"{kind}.yaml"))
         configs.append(str(self.size_file))
         overrides = {
             "bundle_root": str(BUNDLE),
@@ -418,7 +433,7 @@ class Experiment:
             "bridge_radius_mm": radius,
             "mr_tail_cap": method.mr_tail_cap,
         }
-        overrides["extra_paths"] = ["ct"] if kind in ("both_paths", "ensemble") else []
+        overrides["extra_paths"] = ["ct"] if kind in ("both_paths", "ensemble", "self_ensemble") else []
         if not self.s.surface_metrics:
             overrides.update({"metrics": ["dice"], "evaluator#additional_metrics": {}})
         t0 = time.time()

@@ -363,6 +363,29 @@ def test_self_training_rows_train_students_of_the_existing_runs(tiny_experiment)
 
 
 @pytest.mark.slow
+def test_self_ensemble_rows_average_each_student_and_its_teacher(tiny_experiment):
+    """self_ensemble.yaml's rows evaluate the student runs (trained once, as their rows train them) with
+    their teachers: one state_dict whose members are the teacher's and the student's both-paths networks."""
+    settings, _ = tiny_experiment
+    out = Path(settings.output)
+    rows = ("dalace_self_training_both_paths_bridges_tail_cap", "dalace_self_ensemble_bridges_tail_cap")
+    results, _ = rerun_table_a(settings, ",".join(rows))
+    for fold in (0, 1):
+        cells = {c["method"]: c for c in results["cells"] if c["fold"] == fold}
+        run = cells[rows[1]]["run"]
+        assert run == cells[rows[0]]["run"]
+        record = json.loads((out / cells[rows[1]]["eval_dir"] / "eval.json").read_text())
+        assert record["configs"][2].endswith("self_ensemble.yaml") and record["overrides"]["extra_paths"] == ["ct"]
+        assert record["overrides"]["bridge_radius_mm"] > 0 and len(record["cases"]) == 1
+        state = torch.load(record["overrides"]["ckpt_path"], weights_only=True)
+        teacher = Path(results["runs"][run]["overrides"]["teacher_dir"])
+        for member, models in (("teacher", teacher), ("student", out / "runs" / run / "models")):
+            both = torch.load(models / "model_both_paths.pt", weights_only=True)
+            assert both and all(torch.equal(v, state[f"members.{member}.{k}"]) for k, v in both.items())
+        assert len(state) == 2 * len(both)
+
+
+@pytest.mark.slow
 def test_co_taught_students_take_the_u_net_as_co_teacher(tiny_experiment):
     """The co-taught student's masks come from its fold's DALACE run and the CT-only U-Net run together
     (both reused, not retrained): ensemble.yaml with their merged state_dict writes them."""

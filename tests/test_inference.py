@@ -281,3 +281,53 @@ def test_ensemble_command_refuses_swapped_missing_or_broken_files(tmp_path):
                               cwd=REPO, capture_output=True, text=True)
         assert done.returncode != 0 and re.search(message, done.stderr), done.stderr[-500:]
     assert not (tmp_path / "out.pt").exists()
+
+
+SELF_ENSEMBLE = str(BUNDLE / "configs" / "self_ensemble.yaml")
+
+
+def _student_of(teacher: Path, path: Path) -> Path:
+    """The teacher's state_dict with every weight moved: a student that segments differently."""
+    torch.manual_seed(1)
+    state = torch.load(teacher, map_location="cpu", weights_only=True)
+    torch.save({k: v + 0.2 * torch.randn_like(v) if v.is_floating_point() else v for k, v in state.items()}, path)
+    return path
+
+
+@pytest.mark.slow
+def test_self_ensemble_averages_two_dalace_networks(tmp_path):
+    """self_ensemble.yaml: the written probabilities are the mean of the teacher's and the student's (both
+    paths each), each run alone with its own file; the members hold weights of their own (no module of
+    the teacher shared with the student, which would load one member's weights over the other's)."""
+    teacher = tiny_checkpoint(tmp_path / "teacher.pt", extra_paths=["ct"], **FAST)
+    student = _student_of(teacher, tmp_path / "student.pt")
+    both = tmp_path / "model_self_ensemble.pt"
+    subprocess.run([sys.executable, "-m", "custom.networks", "self_ensemble", str(teacher), str(student), str(both)],
+                   check=True, cwd=REPO)
+    common = dict(input=[{"image": str(MR)}], bias_correction=False, largest_component=False, save_probabilities=True,
+                  extra_paths=["ct"], **FAST)
+    for name, ckpt in (("teacher", teacher), ("student", student)):
+        run_bundle(output_dir=str(tmp_path / name), ckpt_path=str(ckpt), **common)
+    run_bundle((INFERENCE, SELF_ENSEMBLE), output_dir=str(tmp_path / "ensemble"), models_dir=str(tmp_path), **common)
+    prob = {k: nib.load(tmp_path / k / "totalseg_mr_sm_image_prob.nii.gz").get_fdata() for k in ("teacher", "student", "ensemble")}
+    assert not np.allclose(prob["teacher"], prob["student"], atol=1e-3)
+    np.testing.assert_allclose(prob["ensemble"], (prob["teacher"] + prob["student"]) / 2, atol=1e-4)
+    src = nib.load(str(MR))
+    seg = assert_same_grid(tmp_path / "ensemble" / "totalseg_mr_sm_image_seg.nii.gz", src.shape, src.affine)
+    np.testing.assert_array_equal(np.asarray(seg.dataobj), (prob["ensemble"][..., 1] > prob["ensemble"][..., 0]).astype(np.uint8))
+
+
+def test_self_ensemble_command_refuses_a_u_net_or_another_architecture(tmp_path):
+    teacher = tiny_checkpoint(tmp_path / "model.pt", extra_paths=["ct"])
+    one_path = tiny_checkpoint(tmp_path / "one_path.pt", extra_paths=[])
+    unet = tiny_checkpoint(tmp_path / "unet.pt", configs=(INFERENCE, INFERENCE_UNET), extra_paths=[])
+    cases = (
+        ([teacher, unet], "student model .*unet.pt.* has no anatomy_encoder"),
+        ([teacher, one_path], "teacher model .*model.pt.* and student model .*one_path.pt.* are not one architecture"),
+        ([tmp_path / "none.pt", teacher], "teacher model not found: .*none.pt"),
+    )
+    for (a, b), message in cases:
+        done = subprocess.run([sys.executable, "-m", "custom.networks", "self_ensemble", str(a), str(b), str(tmp_path / "out.pt")],
+                              cwd=REPO, capture_output=True, text=True)
+        assert done.returncode != 0 and re.search(message, done.stderr), done.stderr[-500:]
+    assert not (tmp_path / "out.pt").exists()

@@ -5,6 +5,9 @@ Commands::
     # models/model_ensemble.pt for configs/ensemble.yaml: DALACE's model.pt (both paths) and a
     # CT-only U-Net's model.pt (unet_ct.yaml at the same sizes)
     python -m custom.networks ensemble bundle/models/model.pt <unet run>/models/model.pt bundle/models/model_ensemble.pt
+    # models/model_self_ensemble.pt for configs/self_ensemble.yaml: a DALACE model.pt and the model.pt of
+    # its student (self_training.yaml), both with CT's path
+    python -m custom.networks self_ensemble bundle/models/model.pt <student run>/models/model.pt bundle/models/model_self_ensemble.pt
 """
 
 from __future__ import annotations
@@ -38,5 +41,21 @@ def ensemble(dalace: str, unet: str, output: str) -> str:
     return output
 
 
+def self_ensemble(teacher: str, student: str, output: str) -> str:
+    """Write ``output``: the state_dict of configs/self_ensemble.yaml's network from the teacher's and
+    the student's files (two DALACE networks of one architecture: the same keys and shapes)."""
+    states = {"teacher": _state(teacher, "teacher model"), "student": _state(student, "student model")}
+    for (name, state), path in zip(states.items(), (teacher, student)):
+        if not any(k.startswith("anatomy_encoder.") for k in state):
+            raise ValueError(f"{name} model {path!r} has no anatomy_encoder.* weights: it is not a DALACE model.")
+    shapes = {name: {k: tuple(v.shape) for k, v in state.items()} for name, state in states.items()}
+    if shapes["teacher"] != shapes["student"]:
+        differ = sorted(set(shapes["teacher"].items()) ^ set(shapes["student"].items()))[:3]
+        raise ValueError(f"teacher model {teacher!r} and student model {student!r} are not one architecture "
+                         f"(keys or shapes differ, e.g. {differ}): train the student with the teacher's sizes and extra_paths.")
+    atomic_save(ensemble_state(states), output)
+    return output
+
+
 if __name__ == "__main__":
-    fire.Fire({"ensemble": ensemble})
+    fire.Fire({"ensemble": ensemble, "self_ensemble": self_ensemble})
