@@ -242,6 +242,18 @@ ENSEMBLE = str(BUNDLE / "configs" / "ensemble.yaml")
 INFERENCE_UNET = str(BUNDLE / "configs" / "inference_unet.yaml")
 
 
+def assert_mask_of_mean_probabilities(tmp_path: Path, members: tuple[str, str]) -> None:
+    """The sample's probabilities written in tmp_path/ensemble are the mean of the two members' (each
+    written alone in tmp_path/<member>, and unlike each other), and its mask is their argmax, in the
+    input's grid."""
+    prob = {k: nib.load(tmp_path / k / "totalseg_mr_sm_image_prob.nii.gz").get_fdata() for k in (*members, "ensemble")}
+    assert not np.allclose(prob[members[0]], prob[members[1]], atol=1e-3)
+    np.testing.assert_allclose(prob["ensemble"], (prob[members[0]] + prob[members[1]]) / 2, atol=1e-4)
+    src = nib.load(str(MR))
+    seg = assert_same_grid(tmp_path / "ensemble" / "totalseg_mr_sm_image_seg.nii.gz", src.shape, src.affine)
+    np.testing.assert_array_equal(np.asarray(seg.dataobj), (prob["ensemble"][..., 1] > prob["ensemble"][..., 0]).astype(np.uint8))
+
+
 @pytest.mark.slow
 def test_ensemble_averages_dalace_and_the_u_net(tmp_path):
     """ensemble.yaml: the written probabilities are the mean of DALACE's (both paths) and the U-Net's,
@@ -258,12 +270,7 @@ def test_ensemble_averages_dalace_and_the_u_net(tmp_path):
     # the ensemble's domain-agnostic image is DALACE's (the U-Net renders none)
     agnostic = {k: nib.load(tmp_path / k / "totalseg_mr_sm_image_agnostic.nii.gz").get_fdata() for k in ("dalace", "ensemble")}
     np.testing.assert_allclose(agnostic["ensemble"], agnostic["dalace"], atol=1e-5)
-    prob = {k: nib.load(tmp_path / k / "totalseg_mr_sm_image_prob.nii.gz").get_fdata() for k in ("dalace", "unet", "ensemble")}
-    assert not np.allclose(prob["dalace"], prob["unet"], atol=1e-3)
-    np.testing.assert_allclose(prob["ensemble"], (prob["dalace"] + prob["unet"]) / 2, atol=1e-4)
-    src = nib.load(str(MR))
-    seg = assert_same_grid(tmp_path / "ensemble" / "totalseg_mr_sm_image_seg.nii.gz", src.shape, src.affine)
-    np.testing.assert_array_equal(np.asarray(seg.dataobj), (prob["ensemble"][..., 1] > prob["ensemble"][..., 0]).astype(np.uint8))
+    assert_mask_of_mean_probabilities(tmp_path, ("dalace", "unet"))
 
 
 def test_ensemble_command_refuses_swapped_missing_or_broken_files(tmp_path):
@@ -309,12 +316,7 @@ def test_self_ensemble_averages_two_dalace_networks(tmp_path):
     for name, ckpt in (("teacher", teacher), ("student", student)):
         run_bundle(output_dir=str(tmp_path / name), ckpt_path=str(ckpt), **common)
     run_bundle((INFERENCE, SELF_ENSEMBLE), output_dir=str(tmp_path / "ensemble"), models_dir=str(tmp_path), **common)
-    prob = {k: nib.load(tmp_path / k / "totalseg_mr_sm_image_prob.nii.gz").get_fdata() for k in ("teacher", "student", "ensemble")}
-    assert not np.allclose(prob["teacher"], prob["student"], atol=1e-3)
-    np.testing.assert_allclose(prob["ensemble"], (prob["teacher"] + prob["student"]) / 2, atol=1e-4)
-    src = nib.load(str(MR))
-    seg = assert_same_grid(tmp_path / "ensemble" / "totalseg_mr_sm_image_seg.nii.gz", src.shape, src.affine)
-    np.testing.assert_array_equal(np.asarray(seg.dataobj), (prob["ensemble"][..., 1] > prob["ensemble"][..., 0]).astype(np.uint8))
+    assert_mask_of_mean_probabilities(tmp_path, ("teacher", "student"))
 
 
 def test_self_ensemble_command_refuses_a_u_net_or_another_architecture(tmp_path):

@@ -51,29 +51,24 @@ def test_weights_load_strictly_into_inference_config(modality):
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
 
 
-def test_ensemble_weights_load_strictly_and_hold_the_shipped_model():
-    """model_ensemble.pt loads into inference.yaml + ensemble.yaml, and its DALACE member is model.pt
-    itself: the two files cannot drift apart."""
-    assert ENSEMBLE.stat().st_size < 25 * 2**20
-    parser = inference_parser("mr", "ensemble.yaml")
-    assert Path(parser.get_parsed_content("ckpt_path")) == ENSEMBLE
-    state = torch.load(ENSEMBLE, map_location="cpu", weights_only=True)
+@pytest.mark.parametrize("config, path, member", [("ensemble.yaml", ENSEMBLE, "dalace"), ("self_ensemble.yaml", SELF_ENSEMBLE, "teacher")])
+def test_ensemble_weights_load_strictly_and_hold_the_shipped_model(config, path, member):
+    """model_ensemble.pt and model_self_ensemble.pt load into inference.yaml + their config, and one
+    member of each is model.pt itself: the files cannot drift apart."""
+    assert path.stat().st_size < 25 * 2**20
+    parser = inference_parser("mr", config)
+    assert Path(parser.get_parsed_content("ckpt_path")) == path
+    state = torch.load(path, map_location="cpu", weights_only=True)
     parser.get_parsed_content("network_def").load_state_dict(state, strict=True)
     dalace = torch.load(WEIGHTS["mr"], map_location="cpu", weights_only=True)
-    assert {k: v for k, v in state.items() if k.startswith("members.dalace.")}.keys() == {f"members.dalace.{k}" for k in dalace}
-    assert all(torch.equal(state[f"members.dalace.{k}"], v) for k, v in dalace.items())
+    assert {k for k in state if k.startswith(f"members.{member}.")} == {f"members.{member}.{k}" for k in dalace}
+    assert all(torch.equal(state[f"members.{member}.{k}"], v) for k, v in dalace.items())
 
 
-def test_self_ensemble_weights_load_strictly_and_hold_the_shipped_model_as_teacher():
-    """model_self_ensemble.pt loads into inference.yaml + self_ensemble.yaml; its teacher is model.pt
-    itself, and its student another DALACE network of the same architecture (not a copy)."""
-    assert SELF_ENSEMBLE.stat().st_size < 25 * 2**20
-    parser = inference_parser("mr", "self_ensemble.yaml")
-    assert Path(parser.get_parsed_content("ckpt_path")) == SELF_ENSEMBLE
+def test_self_ensemble_student_is_another_dalace_network():
+    """The self-ensemble's student has the teacher's architecture and weights of its own (not a copy)."""
     state = torch.load(SELF_ENSEMBLE, map_location="cpu", weights_only=True)
-    parser.get_parsed_content("network_def").load_state_dict(state, strict=True)
     dalace = torch.load(WEIGHTS["mr"], map_location="cpu", weights_only=True)
-    assert all(torch.equal(state[f"members.teacher.{k}"], v) for k, v in dalace.items())
     student = {k: state[f"members.student.{k}"] for k in dalace}
     assert len(state) == 2 * len(dalace) and not all(torch.equal(student[k], v) for k, v in dalace.items())
 
