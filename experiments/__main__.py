@@ -14,6 +14,7 @@ Commands::
     python -m experiments liver_intensity D.json [--configs "['experiments/configs/foreground_norm.yaml']"]
     python -m experiments mask_errors MASK_DIR D.json  # Dice, excess and missed liver of written masks
     python -m experiments bridge_radius "[DIR,[DIR_F0,DIR_F1]]" D.json  # bridge_radius_mm on written probabilities
+    python -m experiments test_time_augmentation CKPT D.json  # Dice with gamma / zoom test-time averaging
 
 Every run is resumable: rerun the same command and finished trainings and evaluations are skipped.
 """
@@ -118,6 +119,24 @@ def bridge_radius(members, datalist: str, radii=(0, 8, 12, 16, 20), dataset_dir:
     return None
 
 
+def test_time_augmentation(ckpt_path: str, datalist: str, dataset_dir: str | None = None, configs=(), bias_correction: bool = True):
+    """Dice per labelled MR volume of a model's masks with test-time augmentation (gamma, in-plane zoom,
+    both) beside plain inference, on the training's grid (experiments/test_time.py)."""
+    import torch
+
+    from .test_time import probe
+
+    torch.set_num_threads(1)
+    rows = probe(ckpt_path, datalist, dataset_dir, tuple(configs), bias_correction)
+    names = [k for k in rows[0] if k != "id"]
+    print("case\t" + "\t".join(names))
+    for r in rows:
+        print(r["id"] + "\t" + "\t".join(f"{r[k]:.3f}" for k in names))
+    print(f"mean ({len(rows)})\t" + "\t".join(f"{np.mean([r[k] for r in rows]):.3f}" for k in names))
+    print("better than plain\t" + "\t".join(f"{sum(r[k] > r['plain'] for r in rows)}" for k in names))
+    return None
+
+
 if __name__ == "__main__":
     fire.Fire({"run": run, "tables": tables, "figures": figures, "tiny_dataset": tiny_dataset, "liver_intensity": liver_intensity,
-               "mask_errors": mask_errors, "bridge_radius": bridge_radius})
+               "mask_errors": mask_errors, "bridge_radius": bridge_radius, "test_time_augmentation": test_time_augmentation})
