@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from custom.data import datalist_items
+from custom.handlers import check_checkpoint, require_file
 from custom.transforms import detach_thin_bridges
 
 from .protocol import BUNDLE_CONFIGS
@@ -64,6 +65,7 @@ def probe(ckpt_path: str, datalist: str, dataset_dir: str | None = None, configs
     preprocessing = Compose(parsed("train.yaml").get_parsed_content("preprocessing_mr"))
     inference = parsed("inference.yaml")
     network = inference.get_parsed_content("network_def")
+    check_checkpoint(require_file(ckpt_path, "model checkpoint"), "model checkpoint", network=network)  # names the file
     network.load_state_dict(torch.load(ckpt_path, map_location="cpu", weights_only=True))
     network.eval()
     inferer = inference.get_parsed_content("inferer")

@@ -523,3 +523,25 @@ def test_test_time_variants_average_the_augmented_passes():
     np.testing.assert_allclose(p["zoom"], p["plain"], atol=1e-5)
     np.testing.assert_allclose(p["gamma_zoom"], (3 * p["gamma"] + p["plain"]) / 4, atol=1e-5)
     assert not np.allclose(p["gamma"], p["plain"], atol=1e-3)
+
+
+@pytest.mark.slow
+def test_test_time_probe_scores_every_labelled_mr_of_a_trained_run(tiny_experiment):
+    """python -m experiments test_time_augmentation's probe on a trained DALACE run of the tiny
+    experiment (both paths merged, the experiment's sizes): one row per labelled MR volume, a Dice in
+    [0, 1] per variant; a missing checkpoint is refused by name before any work."""
+    from custom.networks import merge_paths
+    from experiments.test_time import probe
+
+    settings, results = tiny_experiment
+    out = Path(settings.output)
+    run = next(c["run"] for c in results["cells"] if c["task"] == "da" and c["method"] == "dalace")
+    models = out / "runs" / run / "models"
+    load = lambda f: torch.load(models / f, map_location="cpu", weights_only=True)  # noqa: E731
+    torch.save(merge_paths(load("model.pt"), {"ct": load("model_ct.pt")}), out / "both_paths.pt")
+    rows = probe(str(out / "both_paths.pt"), settings.datalist, configs=(str(out / "size.yaml"),), bias_correction=False)
+    labelled = [i for i in json.loads(Path(settings.datalist).read_text())["mr"] if i.get("label")]
+    assert [r["id"] for r in rows] == [i["id"] for i in labelled]
+    assert all(set(r) == {"id", "plain", "gamma", "zoom", "gamma_zoom"} and all(0 <= r[k] <= 1 for k in r if k != "id") for r in rows)
+    with pytest.raises(FileNotFoundError, match="none.pt"):
+        probe(str(out / "none.pt"), settings.datalist, configs=(str(out / "size.yaml"),), bias_correction=False)
