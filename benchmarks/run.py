@@ -55,7 +55,7 @@ PAPER_NET = _net(_PAPER)
 PAPER_OVERRIDES = {**{k: _PAPER[k] for k in SIZE_IDS}, "segmenter#features": _PAPER["segmenter#features"]}
 TINY_NET = {"width": 4, "num_res_blocks": 1, "features": [4, 4, 8, 8, 16, 4]}
 TINY_OVERRIDES = {"roi_size": [32, 32], "width": 4, "num_res_blocks": 1, "segmenter#features": TINY_NET["features"],
-                  "inferer#sw_batch_size": 2}
+                  "slice_inferer#sw_batch_size": 2}
 
 
 def training_configs(args) -> list[dict]:

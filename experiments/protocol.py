@@ -63,6 +63,8 @@ class Method:
         ``pseudo_label_bridge_radius_mm``; 0: uncut, as the students before the step learned from).
     mr_tail_cap: ``mr_tail_cap`` of the MR normalization, in training and in the MR test alike (0:
         percentiles alone, as every table before the cap was written; see :data:`MR_TAIL_CAP`).
+    test_time_augmentation: ``inference.yaml``'s ``test_time_augmentation`` for the MR test (its
+        probabilities averaged over gammas and in-plane zooms; the training is unchanged).
     """
 
     key: str
@@ -78,6 +80,7 @@ class Method:
     bridge_radius_mm: float = 0.0
     pseudo_label_bridge_radius_mm: float = 0.0
     mr_tail_cap: float = 0.0
+    test_time_augmentation: bool = False
 
     def config_files(self) -> list[str]:
         files = [str(BUNDLE_CONFIGS / "train.yaml")]
@@ -169,6 +172,11 @@ def _tail_capped(m: Method) -> Method:
 _DA.update({f"{k}_tail_cap": _tail_capped(_DA[k]) for k in (
     "dalace", "unet_ct_bridges", "dalace_both_paths_bridges", "dalace_ensemble_bridges",
     "dalace_self_training_both_paths_bridges", "dalace_self_training_ensemble_bridges", "dalace_self_ensemble_bridges")})
+
+
+# ... and the bundle's inference of those with test-time augmentation (the same trainings)
+_DA.update({f"{k}_tta": replace(_DA[k], key=f"{k}_tta", run_as=_DA[k].run_as or k, test_time_augmentation=True)
+            for k in ("dalace_both_paths_bridges_tail_cap", "dalace_self_ensemble_bridges_tail_cap")})
 
 
 def _with(first: str, m: Method) -> Method:
@@ -289,6 +297,10 @@ TABLES: dict[str, Table] = {
             ("DALACE self-trained (capped) and the CT-only U-Net, thin bridges cut", "da", "dalace_self_training_ensemble_bridges_tail_cap"),
             ("DALACE (capped) and its self-trained student, both DALACE (self_ensemble.yaml), thin bridges cut", "da",
              "dalace_self_ensemble_bridges_tail_cap"),
+            ("DALACE (capped), both paths, thin bridges cut, test-time augmentation (inference.yaml)", "da",
+             "dalace_both_paths_bridges_tail_cap_tta"),
+            ("DALACE (capped) and its self-trained student (self_ensemble.yaml), test-time augmentation", "da",
+             "dalace_self_ensemble_bridges_tail_cap_tta"),
             ("MR-supervised U-Net (upper bound)", "da", "unet_mr"),
         ),
         (("DSC (std)", None, "mr"),),

@@ -389,6 +389,8 @@ class Experiment:
             ekey_of["bridge_radius_mm"] = radius
         if method.mr_tail_cap and test == "mr":
             ekey_of["mr_tail_cap"] = method.mr_tail_cap
+        if method.test_time_augmentation and test == "mr":
+            ekey_of["test_time_augmentation"] = True
         ekey = xdata.digest(ekey_of)
         edir = spec["dir"] / f"eval-{test}-{ekey}"
         done = edir / "eval.json"
@@ -434,6 +436,8 @@ class Experiment:
             "mr_tail_cap": method.mr_tail_cap,
         }
         overrides["extra_paths"] = ["ct"] if kind in ("both_paths", "ensemble", "self_ensemble") else []
+        if method.test_time_augmentation and test == "mr":
+            overrides["test_time_augmentation"] = True
         if not self.s.surface_metrics:
             overrides.update({"metrics": ["dice"], "evaluator#additional_metrics": {}})
         t0 = time.time()

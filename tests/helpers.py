@@ -24,7 +24,7 @@ HAS_SKIMAGE = importlib.util.find_spec("skimage") is not None  # KeepLargestConn
 HAS_N4 = hasattr(custom.transforms, "N4BiasFieldCorrectiond")
 # a tiny network_def; FAST also coarsens the grid (still resampled: 3 mm -> 4 mm) and the slice window
 TINY = {"width": 4, "num_res_blocks": 1, "code_dim": 2, "segmenter#features": [4, 4, 8, 8, 16, 4], "num_workers": 0}
-FAST = {**TINY, "spacing": [4.0, 4.0, 4.0], "roi_size": [96, 96], "inferer#sw_batch_size": 32}
+FAST = {**TINY, "spacing": [4.0, 4.0, 4.0], "roi_size": [96, 96], "slice_inferer#sw_batch_size": 32}
 
 
 def tiny_checkpoint(path: Path, configs=(INFERENCE,), **overrides) -> Path:
