@@ -115,7 +115,10 @@ def inference_cases(args, tmp: Path) -> list[dict]:
              "paper_keep_slices": {"overrides": {**PAPER_OVERRIDES, "keep_slices": True}, "load_weights": False},
              "shipped": {"overrides": {}, "load_weights": True},
              "shipped_one_path": {"overrides": {"extra_paths": []}, "load_weights": False},
-             "shipped_ensemble": {"overrides": {}, "configs": ["ensemble.yaml"], "load_weights": True}}
+             "shipped_ensemble": {"overrides": {}, "configs": ["ensemble.yaml"], "load_weights": True},
+             "shipped_tta": {"overrides": {"test_time_augmentation": True}, "load_weights": True},
+             "shipped_self_ensemble_tta": {"overrides": {"test_time_augmentation": True}, "configs": ["self_ensemble.yaml"],
+                                           "load_weights": True}}
     return [dict(name=f"{name} {size}", image=image, modality=modality, config=size, **sizes[size])
             for size in args.inference_configs for name, image, modality in volumes]
 
@@ -207,7 +210,8 @@ def parse_args(argv=None):
                         "them), paper_keep_slices (the same on the volume's own slices, keep_slices), shipped "
                         "(inference.yaml as it is, with models/model.pt: MR through both paths) and shipped_one_path "
                         "(the same sizes through MR's path alone, extra_paths [], random weights); shipped_ensemble "
-                        "(ensemble.yaml: the shipped model and the CT-only U-Net, models/model_ensemble.pt)")
+                        "(ensemble.yaml: the shipped model and the CT-only U-Net, models/model_ensemble.pt); shipped_tta "
+                        "(test_time_augmentation: five passes) and shipped_self_ensemble_tta (self_ensemble.yaml with it)")
     p.add_argument("--paper-batch", type=int, default=1)
     p.add_argument("--paper-iterations", type=int, default=1, help="timed iterations at paper size after the counted one")
     p.add_argument("--small-iterations", type=int, default=3)

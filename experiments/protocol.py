@@ -65,6 +65,8 @@ class Method:
         percentiles alone, as every table before the cap was written; see :data:`MR_TAIL_CAP`).
     test_time_augmentation: ``inference.yaml``'s ``test_time_augmentation`` for the MR test (its
         probabilities averaged over gammas and in-plane zooms; the training is unchanged).
+    pseudo_label_test_time_augmentation: the same for a student's masks (``self_training.yaml``'s
+        ``pseudo_label_test_time_augmentation``).
     """
 
     key: str
@@ -81,6 +83,7 @@ class Method:
     pseudo_label_bridge_radius_mm: float = 0.0
     mr_tail_cap: float = 0.0
     test_time_augmentation: bool = False
+    pseudo_label_test_time_augmentation: bool = False
 
     def config_files(self) -> list[str]:
         files = [str(BUNDLE_CONFIGS / "train.yaml")]
@@ -177,6 +180,13 @@ _DA.update({f"{k}_tail_cap": _tail_capped(_DA[k]) for k in (
 # ... and the bundle's inference of those with test-time augmentation (the same trainings)
 _DA.update({f"{k}_tta": replace(_DA[k], key=f"{k}_tta", run_as=_DA[k].run_as or k, test_time_augmentation=True)
             for k in ("dalace_both_paths_bridges_tail_cap", "dalace_self_ensemble_bridges_tail_cap")})
+
+
+# ... and self-training on the teacher's masks with test-time augmentation, segmenting MR with its teacher
+# (both tested with it)
+_DA.update({k: replace(_DA[f"dalace_self{k[len('dalace_tta_self'):]}"], key=k, run_as="dalace_tta_self_training",
+                       pseudo_label_test_time_augmentation=True, test_time_augmentation=True)
+            for k in ("dalace_tta_self_training_both_paths_bridges_tail_cap", "dalace_tta_self_ensemble_bridges_tail_cap")})
 
 
 def _with(first: str, m: Method) -> Method:
@@ -301,6 +311,10 @@ TABLES: dict[str, Table] = {
              "dalace_both_paths_bridges_tail_cap_tta"),
             ("DALACE (capped) and its self-trained student (self_ensemble.yaml), test-time augmentation", "da",
              "dalace_self_ensemble_bridges_tail_cap_tta"),
+            ("DALACE (capped) self-trained on its masks with test-time augmentation, both paths, tested with it", "da",
+             "dalace_tta_self_training_both_paths_bridges_tail_cap"),
+            ("DALACE (capped) and that student (self_ensemble.yaml), test-time augmentation", "da",
+             "dalace_tta_self_ensemble_bridges_tail_cap"),
             ("MR-supervised U-Net (upper bound)", "da", "unet_mr"),
         ),
         (("DSC (std)", None, "mr"),),

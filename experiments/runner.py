@@ -239,6 +239,8 @@ class Experiment:
             keyed["teacher"] = teacher["dir"].name
             if method.pseudo_label_bridge_radius_mm:
                 keyed["pseudo_label_bridge_radius_mm"] = method.pseudo_label_bridge_radius_mm
+            if method.pseudo_label_test_time_augmentation:
+                keyed["pseudo_label_test_time_augmentation"] = True
         if co_teacher is not None:
             keyed["co_teacher"] = co_teacher["dir"].name
         if method.mr_tail_cap and set(method.uses) & {"mr", "mr_labels"}:  # a CT-only training reads no MR
@@ -264,6 +266,8 @@ class Experiment:
             epochs = max(1, round(int(self.s.epochs) * STUDENT_EPOCH_FRACTION))
             overrides.update(max_epochs=epochs, pair_warmup_epochs=0, checkpoint_interval=max(1, math.ceil(epochs / 4)),
                              pseudo_label_bridge_radius_mm=method.pseudo_label_bridge_radius_mm)
+            if method.pseudo_label_test_time_augmentation:
+                overrides["pseudo_label_test_time_augmentation"] = True
         return {"dir": run_dir, "configs": configs, "overrides": overrides, "train_items": train_items, "task": task, "fold": fold,
                 "teacher": teacher, "co_teacher": co_teacher}
 

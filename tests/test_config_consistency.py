@@ -53,6 +53,13 @@ def test_self_training_masks_radius_reaches_the_teacher_inference():
     assert radius > 0 and cut.get_parsed_content("pseudo_label_inference")["bridge_radius_mm"] == radius
 
 
+def test_self_training_masks_test_time_augmentation_reaches_the_teacher_inference():
+    student = parser("train.yaml", "self_training.yaml")
+    assert student.get_parsed_content("pseudo_label_inference")["test_time_augmentation"] is False
+    augmented = parser("train.yaml", "self_training.yaml", pseudo_label_test_time_augmentation=True)
+    assert augmented.get_parsed_content("pseudo_label_inference")["test_time_augmentation"] is True
+
+
 @pytest.mark.parametrize("config", ["train.yaml", "inference.yaml"])
 def test_mr_tail_cap_reaches_the_mr_normalization(config):
     """The id the experiments and the CLI override is the one the MR normalization reads."""

@@ -505,26 +505,6 @@ def test_liver_intensity_reads_the_bundle_chain_and_its_overrides(tmp_path):
         assert a["tail_ratio"] == b["tail_ratio"] > 1
 
 
-def test_test_time_variants_average_the_augmented_passes():
-    """experiments/test_time.py: each variant is the mean of the plain pass and its augmented passes;
-    gamma keeps the [-1, 1] range's ends (the padding) where they are; a zoom of 1 is the plain pass."""
-    from experiments.test_time import gamma, variant_probabilities
-
-    x = torch.linspace(-1, 1, 8 * 8 * 3).reshape(1, 8, 8, 3)
-    assert torch.equal(gamma(torch.tensor([-1.0, 1.0]), 0.8), torch.tensor([-1.0, 1.0]))
-
-    def segment(v):  # (1, 1, H, W, D) -> 2-class logits: liver where bright
-        return torch.cat([torch.zeros_like(v), 4 * v], dim=1)
-
-    liver = lambda v: torch.sigmoid(4 * v)[0].numpy()  # noqa: E731 (the softmax of those logits)
-    p = variant_probabilities(x, segment, gammas=(0.8, 1.25), zooms=(1.0,))
-    np.testing.assert_allclose(p["plain"], liver(x), atol=1e-6)
-    np.testing.assert_allclose(p["gamma"], (liver(x) + liver(gamma(x, 0.8)) + liver(gamma(x, 1.25))) / 3, atol=1e-6)
-    np.testing.assert_allclose(p["zoom"], p["plain"], atol=1e-5)
-    np.testing.assert_allclose(p["gamma_zoom"], (3 * p["gamma"] + p["plain"]) / 4, atol=1e-5)
-    assert not np.allclose(p["gamma"], p["plain"], atol=1e-3)
-
-
 @pytest.mark.slow
 def test_test_time_probe_scores_every_labelled_mr_of_a_trained_run(tiny_experiment):
     """python -m experiments test_time_augmentation's probe on a trained DALACE run of the tiny

@@ -93,6 +93,27 @@ def test_sample_mr(ckpt, tmp_path):
     assert np.isfinite(agn.get_fdata()).all() and agn.get_fdata().std() > 0
 
 
+@pytest.mark.slow
+def test_test_time_augmentation_averages_on_the_input_grid(ckpt, tmp_path):
+    """test_time_augmentation: an identity variant (zoom 1) writes the plain run's probabilities; the
+    default gammas and zooms change them, still on the input's grid with the mask their argmax; the
+    domain-agnostic image stays the plain network's."""
+    common = dict(input=[{"image": str(MR)}], ckpt_path=str(ckpt), bias_correction=False, largest_component=False,
+                  save_probabilities=True, save_domain_agnostic=True, **FAST)
+    run_bundle(output_dir=str(tmp_path / "plain"), **common)
+    run_bundle(output_dir=str(tmp_path / "identity"), test_time_augmentation=True, test_time_gammas=[], test_time_zooms=[1.0],
+               **common)
+    run_bundle(output_dir=str(tmp_path / "tta"), test_time_augmentation=True, **common)
+    src = nib.load(str(MR))
+    read = {k: {f: assert_same_grid(tmp_path / k / f"totalseg_mr_sm_image_{f}.nii.gz", src.shape, src.affine).get_fdata()
+                for f in ("prob", "agnostic", "seg")} for k in ("plain", "identity", "tta")}
+    np.testing.assert_allclose(read["identity"]["prob"], read["plain"]["prob"], atol=1e-5)
+    assert np.abs(read["tta"]["prob"] - read["plain"]["prob"]).max() > 1e-2
+    np.testing.assert_allclose(read["tta"]["prob"].sum(-1), 1.0, atol=1e-4)
+    np.testing.assert_array_equal(read["tta"]["seg"], (read["tta"]["prob"][..., 1] > read["tta"]["prob"][..., 0]).astype(float))
+    np.testing.assert_allclose(read["tta"]["agnostic"], read["plain"]["agnostic"], atol=1e-5)
+
+
 def reoriented(src: nib.Nifti1Image, axcodes: str) -> nib.Nifti1Image:
     ornt = nib.orientations.ornt_transform(
         nib.orientations.io_orientation(src.affine), nib.orientations.axcodes2ornt(tuple(axcodes))
