@@ -266,8 +266,7 @@ class Experiment:
             epochs = max(1, round(int(self.s.epochs) * STUDENT_EPOCH_FRACTION))
             overrides.update(max_epochs=epochs, pair_warmup_epochs=0, checkpoint_interval=max(1, math.ceil(epochs / 4)),
                              pseudo_label_bridge_radius_mm=method.pseudo_label_bridge_radius_mm)
-            if method.pseudo_label_test_time_augmentation:
-                overrides["pseudo_label_test_time_augmentation"] = True
+            overrides["pseudo_label_test_time_augmentation"] = method.pseudo_label_test_time_augmentation
         return {"dir": run_dir, "configs": configs, "overrides": overrides, "train_items": train_items, "task": task, "fold": fold,
                 "teacher": teacher, "co_teacher": co_teacher}
 
@@ -440,8 +439,8 @@ class Experiment:
             "mr_tail_cap": method.mr_tail_cap,
         }
         overrides["extra_paths"] = ["ct"] if kind in ("both_paths", "ensemble", "self_ensemble") else []
-        if method.test_time_augmentation and test == "mr":
-            overrides["test_time_augmentation"] = True
+        # explicit either way: a row's figures must not change with inference.yaml's default
+        overrides["test_time_augmentation"] = bool(method.test_time_augmentation and test == "mr")
         if not self.s.surface_metrics:
             overrides.update({"metrics": ["dice"], "evaluator#additional_metrics": {}})
         t0 = time.time()

@@ -95,15 +95,15 @@ def test_sample_mr(ckpt, tmp_path):
 
 @pytest.mark.slow
 def test_test_time_augmentation_averages_on_the_input_grid(ckpt, tmp_path):
-    """test_time_augmentation: an identity variant (zoom 1) writes the plain run's probabilities; the
-    default gammas and zooms change them, still on the input's grid with the mask their argmax; the
+    """test_time_augmentation (MR's default): an identity variant (zoom 1) writes the plain run's
+    probabilities; the default gammas and zooms change them, still on the input's grid with the mask their argmax; the
     domain-agnostic image stays the plain network's."""
     common = dict(input=[{"image": str(MR)}], ckpt_path=str(ckpt), bias_correction=False, largest_component=False,
                   save_probabilities=True, save_domain_agnostic=True, **FAST)
-    run_bundle(output_dir=str(tmp_path / "plain"), **common)
+    run_bundle(output_dir=str(tmp_path / "plain"), test_time_augmentation=False, **common)
     run_bundle(output_dir=str(tmp_path / "identity"), test_time_augmentation=True, test_time_gammas=[], test_time_zooms=[1.0],
                **common)
-    run_bundle(output_dir=str(tmp_path / "tta"), test_time_augmentation=True, **common)
+    run_bundle(output_dir=str(tmp_path / "tta"), **common)  # MR's default
     src = nib.load(str(MR))
     read = {k: {f: assert_same_grid(tmp_path / k / f"totalseg_mr_sm_image_{f}.nii.gz", src.shape, src.affine).get_fdata()
                 for f in ("prob", "agnostic", "seg")} for k in ("plain", "identity", "tta")}
@@ -197,6 +197,7 @@ def test_modality_selects_normalization_and_checkpoint():
     names = [type(t).__name__ for t in parser.get_parsed_content("preprocessing").transforms]
     assert "ScaleIntensityRanged" in names and "ScaleIntensityRangePercentilesCappedd" not in names
     assert parser.get_parsed_content("ckpt_path").endswith("models/model_ct.pt")
+    assert type(parser.get_parsed_content("inferer")).__name__ == "SliceInferer"  # CT: no test-time augmentation
     parser = ConfigParser()
     parser.read_config(INFERENCE)
     parser.update({"bundle_root": str(BUNDLE), "bias_correction": False})
@@ -204,6 +205,9 @@ def test_modality_selects_normalization_and_checkpoint():
     assert "ScaleIntensityRangePercentilesCappedd" in names and "ScaleIntensityRanged" not in names
     assert "N4BiasFieldCorrectiond" not in names
     assert parser.get_parsed_content("ckpt_path").endswith("models/model.pt")
+    inferer = parser.get_parsed_content("inferer")  # MR: test-time augmentation around the slice inferer
+    assert type(inferer).__name__ == "TestTimeAugmentationInferer" and inferer.inferer is parser.get_parsed_content("slice_inferer")
+    assert inferer.slice_dim == 2 and inferer.gammas and inferer.zooms
     if HAS_N4:
         parser["bias_correction"] = True
         parser.parse()
