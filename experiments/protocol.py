@@ -184,9 +184,10 @@ _DA.update({f"{k}_tta": replace(_DA[k], key=f"{k}_tta", run_as=_DA[k].run_as or 
 
 # ... and self-training on the teacher's masks with test-time augmentation, segmenting MR with its teacher
 # (both tested with it)
-_DA.update({k: replace(_DA[f"dalace_self{k[len('dalace_tta_self'):]}"], key=k, run_as="dalace_tta_self_training",
-                       pseudo_label_test_time_augmentation=True, test_time_augmentation=True)
-            for k in ("dalace_tta_self_training_both_paths_bridges_tail_cap", "dalace_tta_self_ensemble_bridges_tail_cap")})
+_TTA_MASKS = dict(run_as="dalace_tta_self_training", pseudo_label_test_time_augmentation=True, test_time_augmentation=True)
+_DA.update({new: replace(_DA[old], key=new, **_TTA_MASKS) for new, old in (
+    ("dalace_tta_self_training_both_paths_bridges_tail_cap", "dalace_self_training_both_paths_bridges_tail_cap"),
+    ("dalace_tta_self_ensemble_bridges_tail_cap", "dalace_self_ensemble_bridges_tail_cap"))})
 
 
 def _with(first: str, m: Method) -> Method:
