@@ -20,11 +20,7 @@ from custom.transforms import detach_thin_bridges
 
 from .protocol import BUNDLE_CONFIGS
 
-GAMMAS = (0.8, 1.25)
-ZOOMS = (0.9, 1.1)
-
-
-def variant_probabilities(image: torch.Tensor, inferer, network, gammas=GAMMAS, zooms=ZOOMS) -> dict[str, np.ndarray]:
+def variant_probabilities(image: torch.Tensor, inferer, network, gammas, zooms) -> dict[str, np.ndarray]:
     """Liver probabilities of the (1, H, W, D) ``image`` by ``inferer`` and ``network`` for the image as
     it is (``plain``), averaged with its gammas (``gamma``), its in-plane zooms (``zoom``), or both
     (``gamma_zoom``, the bundle's option)."""
@@ -56,6 +52,7 @@ def probe(ckpt_path: str, datalist: str, dataset_dir: str | None = None, configs
     network.load_state_dict(torch.load(ckpt_path, map_location="cpu", weights_only=True))
     network.eval()
     inferer = inference.get_parsed_content("slice_inferer")
+    gammas, zooms = inference.get_parsed_content("test_time_gammas"), inference.get_parsed_content("test_time_zooms")
     spacing = [float(s) for s in inference.get_parsed_content("spacing")]
     radius = float(inference.get_parsed_content("bridge_radius_mm"))
 
@@ -66,7 +63,7 @@ def probe(ckpt_path: str, datalist: str, dataset_dir: str | None = None, configs
         if not liver.any():
             raise ValueError(f"{item['label']}: no liver voxel after preprocessing")
         row = {"id": item["id"]}
-        for name, prob in variant_probabilities(torch.as_tensor(np.asarray(d["image"])), inferer, network).items():
+        for name, prob in variant_probabilities(torch.as_tensor(np.asarray(d["image"])), inferer, network, gammas, zooms).items():
             mask = get_largest_connected_component_mask(torch.as_tensor(prob > 0.5)).numpy()
             mask = detach_thin_bridges(mask, radius, spacing)
             row[name] = float(2 * (mask & liver).sum() / (mask.sum() + liver.sum()))
