@@ -5,7 +5,10 @@ differs from what it learned; its errors there change with the image's gamma and
 correct voxels do. Averaging the probabilities of a few deterministic variants inside what training
 augments (``RandAdjustContrastd``'s gamma, ``RandAffined``'s scale) evens them out: on CHAOS T2 it
 raised Dice in every cross-validated case (``docs/README.md``, Performance). It wraps any inferer (the
-bundle's ``SliceInferer``) and any network, so checkpoints and MONAI Label are untouched.
+bundle's ``SliceInferer``) and any network, so checkpoints and MONAI Label are untouched. MONAI's
+``monai.data.TestTimeAugmentation`` answers another question: random invertible transforms of a data
+dict, re-run through a dataloader per volume, for the spread of the outputs; this is a fixed handful of
+variants inside the evaluator's own inference call.
 """
 
 from __future__ import annotations
