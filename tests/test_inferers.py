@@ -84,7 +84,9 @@ def test_meta_tensor_in_meta_tensor_out():
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(gammas=(0.0,)), "positive"), (dict(zooms=(-1.0,)), "positive"), (dict(value_range=(1.0, -1.0)), "low < high"),
+    (dict(gammas="0.8"), "gammas must be a list of numbers"), (dict(zooms=1.1), "zooms must be a list of numbers"),
+    (dict(gammas=["a"]), "gammas must be a list of numbers"),
 ])
 def test_refuses_meaningless_settings(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises((ValueError, TypeError), match=message):
         inferers.TestTimeAugmentationInferer(slice_inferer(), **kwargs)

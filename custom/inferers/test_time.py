@@ -34,6 +34,16 @@ def gamma_on_range(x: torch.Tensor, gamma: float, value_range: Sequence[float] =
     return unit**gamma * (high - low) + low
 
 
+def _numbers(name: str, values: Sequence[float]) -> list[float]:
+    """``values`` as floats; a bare number or string (``--test_time_gammas 0.8``) named as an error."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise TypeError(f"test-time {name} must be a list of numbers, e.g. [0.8, 1.25]; got {values!r}")
+    try:
+        return [float(v) for v in values]
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"test-time {name} must be a list of numbers, e.g. [0.8, 1.25]; got {values!r}") from e
+
+
 class TestTimeAugmentationInferer(Inferer):
     """``inferer``'s logits for the image, its gammas and its zooms, merged as logits whose softmax is
     the mean of their class probabilities (so ``Activationsd(softmax=True)`` then yields that mean).
@@ -58,8 +68,8 @@ class TestTimeAugmentationInferer(Inferer):
     ) -> None:
         super().__init__()
         self.inferer = inferer
-        self.gammas = [float(g) for g in gammas]
-        self.zooms = [float(z) for z in zooms]
+        self.gammas = _numbers("gammas", gammas)
+        self.zooms = _numbers("zooms", zooms)
         bad = [g for g in self.gammas if not g > 0] + [z for z in self.zooms if not z > 0]
         if bad:
             raise ValueError(f"test-time gammas and zooms must be positive, got {bad}")
