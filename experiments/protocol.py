@@ -190,6 +190,16 @@ _DA.update({new: replace(_DA[old], key=new, **_TTA_MASKS) for new, old in (
     ("dalace_tta_self_ensemble_bridges_tail_cap", "dalace_self_ensemble_bridges_tail_cap"))})
 
 
+# ... and DALACE trained with the consistency of MR's segmentation under appearance changes (train.yaml's
+# mr_consistency), tested as the two rows above it: both paths, thin bridges cut, capped, without and with
+# test-time augmentation
+_DA["dalace_consistency"] = Method(
+    "dalace_consistency", ("experiments/mr_consistency.yaml",), ("ct", "mr"), "dalace", mr_tail_cap=MR_TAIL_CAP)
+_DA.update({f"dalace_consistency_{k[len('dalace_'):]}": replace(
+    _DA[k], key=f"dalace_consistency_{k[len('dalace_'):]}", configs=("experiments/mr_consistency.yaml",), run_as="dalace_consistency")
+    for k in ("dalace_both_paths_bridges_tail_cap", "dalace_both_paths_bridges_tail_cap_tta")})
+
+
 def _with(first: str, m: Method) -> Method:
     return replace(m, configs=(first, *m.configs))
 
@@ -316,6 +326,10 @@ TABLES: dict[str, Table] = {
              "dalace_tta_self_training_both_paths_bridges_tail_cap"),
             ("DALACE (capped) and that student (self_ensemble.yaml), test-time augmentation", "da",
              "dalace_tta_self_ensemble_bridges_tail_cap"),
+            ("DALACE (capped) trained with MR's consistency under appearance changes, both paths, thin bridges cut", "da",
+             "dalace_consistency_both_paths_bridges_tail_cap"),
+            ("DALACE (capped) trained with MR's consistency, as above, test-time augmentation", "da",
+             "dalace_consistency_both_paths_bridges_tail_cap_tta"),
             ("MR-supervised U-Net (upper bound)", "da", "unet_mr"),
         ),
         (("DSC (std)", None, "mr"),),

@@ -22,8 +22,9 @@ __all__ = ["DALACETrainer", "MultiOptimizerTrainer", "prepare_unpaired_batch"]
 
 
 def prepare_unpaired_batch(batch: dict, device: torch.device | str, non_blocking: bool = False, **kwargs: Any) -> dict:
-    """Moves ``ct_image``, ``ct_label``, ``mr_image`` and, when present, ``mr_label`` to ``device``."""
-    keys = ("ct_image", "ct_label", "mr_image", "mr_label")
+    """Moves ``ct_image``, ``ct_label``, ``mr_image`` and, when present, ``mr_label`` and ``mr_image_strong`` (the
+    re-rendered MR slice of the consistency term) to ``device``."""
+    keys = ("ct_image", "ct_label", "mr_image", "mr_label", "mr_image_strong")
     return {
         k: torch.as_tensor(batch[k]).to(device=device, non_blocking=non_blocking, **kwargs)
         for k in keys
@@ -201,6 +202,11 @@ class DALACETrainer(MultiOptimizerTrainer):
        (CT->MR translations and the CT slices through MR's anatomy encoder) join L_CE;
        ``pair_discriminator``: its side of the pair game, on the same schedule.
 
+    Beyond the paper, when the loss has a ``consistency_weight``: from epoch ``consistency_warmup_epochs + 1``
+    the segmentation of each MR slice re-rendered by the appearance augmentation (``mr_image_strong``),
+    through MR's path and CT's, learns the ``teacher``'s confident mask of the slice as it is
+    (:meth:`~custom.losses.DALACELoss.mr_consistency`); it joins L_CE (segmenter and anatomy updates).
+
     With ``use_apm=False`` (DADR, the paper's ablation) the segmenter learns from detached
     domain-agnostic images and there is no pair game; ``use_dam=False`` drops D_CT and D_MR.
 
@@ -214,6 +220,9 @@ class DALACETrainer(MultiOptimizerTrainer):
         pair_warmup_epochs: epochs during which L_pair_adv is not optimised (600 in the paper).
         use_dam, use_apm: the paper's ablations (Table 4).
         mr_supervised: also learn L_CE from MR labels (joint learning, Table 3).
+        teacher: MR slice -> logits, the masks of the consistency term (train.yaml: the weight averages of
+            both paths); needed when the loss has a ``consistency_weight``, run without gradients.
+        consistency_warmup_epochs: epochs before the consistency term starts (the teacher must segment first).
         kwargs: of :class:`MultiOptimizerTrainer` (``epoch_length``, ``train_handlers``, ``amp``...).
     """
 
@@ -229,9 +238,14 @@ class DALACETrainer(MultiOptimizerTrainer):
         use_dam: bool = True,
         use_apm: bool = True,
         mr_supervised: bool = False,
+        teacher: torch.nn.Module | None = None,
+        consistency_warmup_epochs: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(device, max_epochs, train_data_loader, network, optimizers, loss, mr_supervised, **kwargs)
+        if loss.consistency_weight and teacher is None:
+            raise ValueError("the loss has a consistency_weight (mr_consistency) but the trainer was given no teacher.")
+        self.teacher, self.consistency_warmup_epochs = teacher, consistency_warmup_epochs
         self.pair_warmup_epochs = pair_warmup_epochs
         self.use_dam, self.use_apm = use_dam, use_apm
         required = {"autoencoder", "segmenter"} | ({"image_discriminators"} if use_dam else set())
@@ -242,11 +256,28 @@ class DALACETrainer(MultiOptimizerTrainer):
         """The APM's pair game starts after ``pair_warmup_epochs`` epochs (epochs count from 1)."""
         return self.use_apm and epoch > self.pair_warmup_epochs
 
+    def consistency_active(self, epoch: int) -> bool:
+        """The MR consistency term runs after ``consistency_warmup_epochs`` epochs, when weighted."""
+        return bool(self.loss.consistency_weight) and epoch > self.consistency_warmup_epochs
+
     # -------------------------------------------------------------------------------- iteration
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return self.network(
+        paths = self.network(
             batch["ct_image"], batch["mr_image"], detach_agnostic=not self.use_apm, cross_paths=self.loss.supervises_mr_path
         )
+        if self.consistency_active(self.state.epoch):
+            if "mr_image_strong" not in batch:
+                raise ValueError(
+                    "mr_consistency is on but the MR samples have no 'image_strong' (train.yaml's strong_view_mr "
+                    "transforms and the dataset's keys make it)."
+                )
+            with torch.no_grad():
+                paths["teacher_mr"] = self.teacher(batch["mr_image"])
+            strong = batch["mr_image_strong"]
+            segment = (lambda x: self.network.segmenter(x.detach())) if not self.use_apm else self.network.segmenter
+            for m in ("mr", "ct"):
+                paths[f"seg_mr_strong_via_{m}"] = segment(self.network.domain_agnostic_image(strong, m))
+        return paths
 
     def updates(self, batch: dict[str, torch.Tensor], paths: dict[str, torch.Tensor]):
         x_ct, y_ct, x_mr = batch["ct_image"], batch["ct_label"], batch["mr_image"]
@@ -282,6 +313,11 @@ class DALACETrainer(MultiOptimizerTrainer):
             mr_path = loss.mr_path_segmentation(paths, y_ct)
             logs.update({f"apm/{k}": v for k, v in mr_path.items() if k != "total"})
             ce = ce + mr_path["total"]
+        if "teacher_mr" in paths:
+            students = {m: paths[f"seg_mr_strong_via_{m}"] for m in ("mr", "ct")}
+            consistency = loss.mr_consistency(paths["teacher_mr"], students)
+            logs.update({f"apm/{k}": v for k, v in consistency.items() if k != "total"})
+            ce = ce + consistency["total"]
         updates.append(("segmenter", ce))
         if self.use_apm:
             anatomy_loss = ce

@@ -1,5 +1,6 @@
-"""Loss terms of DALACE, equations (1)-(8) of the paper, and one beyond it (the CT labels on MR's path,
-:meth:`DALACELoss.mr_path_segmentation`, off unless weighted).
+"""Loss terms of DALACE, equations (1)-(8) of the paper, and two beyond it, off unless weighted: the CT labels
+on MR's path (:meth:`DALACELoss.mr_path_segmentation`) and the consistency of the segmentation of unlabelled MR
+under appearance changes (:meth:`DALACELoss.mr_consistency`).
 
 Each method returns a dictionary of named scalar terms (for logging every term separately) with the
 weighted sum the optimizer steps on under ``"total"``. The adversarial terms use MONAI's
@@ -31,6 +32,8 @@ class DALACELoss:
         translated_ce_weight: beyond the paper, weight of the cross-entropy of MR's path (anatomy
             encoder, generator, segmenter) on CT->MR translations against the CT labels (0: off).
         cross_ce_weight: beyond the paper, the same on the (appearance-augmented) CT images themselves.
+        consistency_weight: beyond the paper, weight of :meth:`mr_consistency` (0: off).
+        consistency_threshold: the teacher's class probability from which a pixel of MR joins it.
         gan_criterion: ``"bce"`` (the paper's log loss) or ``"least_squares"``.
         segmentation_loss: loss of logits (B, C, H, W) against integer labels (B, 1, H, W); default
             pixel-wise cross-entropy as in the paper (MONAI's ``DiceCELoss`` is a drop-in option).
@@ -45,6 +48,8 @@ class DALACELoss:
         pair_weight: float = 1.0,
         translated_ce_weight: float = 0.0,
         cross_ce_weight: float = 0.0,
+        consistency_weight: float = 0.0,
+        consistency_threshold: float = 0.9,
         gan_criterion: str = "bce",
         segmentation_loss: nn.Module | None = None,
     ) -> None:
@@ -53,6 +58,9 @@ class DALACELoss:
         self.alpha, self.beta = alpha, beta
         self.adv_weight, self.ce_weight, self.pair_weight = adv_weight, ce_weight, pair_weight
         self.translated_ce_weight, self.cross_ce_weight = translated_ce_weight, cross_ce_weight
+        if not 0.5 <= consistency_threshold < 1.0:
+            raise ValueError(f"consistency_threshold must be in [0.5, 1), got {consistency_threshold!r}.")
+        self.consistency_weight, self.consistency_threshold = consistency_weight, consistency_threshold
         self.adversarial = PatchAdversarialLoss(criterion=gan_criterion, no_activation_leastsq=True)
         self.segmentation_loss = segmentation_loss
 
@@ -118,6 +126,26 @@ class DALACELoss:
             "ce_ct_via_mr": self.segmentation(paths["seg_ct_via_mr"].float(), label),
         }
         terms["total"] = self.translated_ce_weight * terms["ce_ct2mr"] + self.cross_ce_weight * terms["ce_ct_via_mr"]
+        return terms
+
+    def mr_consistency(self, teacher_logits: torch.Tensor, student_logits: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Cross-entropy of each student's logits on a re-rendered MR slice against the teacher's mask of
+        the slice as it is, on the pixels where the teacher's class probability reaches the threshold,
+        averaged over all pixels (FixMatch's form).
+
+        Why: the pair game and the CT labels never tell the segmenter that an MR slice and the same slice
+        with other intensities hold one liver; test-time augmentation showed that its masks of the two
+        differ, and averaging them helped. This teaches the agreement in training, on unlabelled MR.
+        """
+        with torch.no_grad():
+            confidence, pseudo = torch.softmax(teacher_logits.detach().float(), dim=1).max(dim=1)
+            mask = (confidence >= self.consistency_threshold).float()
+        terms = {
+            f"consistency_{name}": (F.cross_entropy(logits.float(), pseudo, reduction="none") * mask).mean()
+            for name, logits in student_logits.items()
+        }
+        terms["total"] = self.consistency_weight * sum(terms.values())
+        terms["confident"] = mask.mean()
         return terms
 
     def pair_generator(self, pair_discriminator: nn.Module, paths: dict[str, torch.Tensor]) -> torch.Tensor:
