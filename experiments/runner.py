@@ -55,7 +55,8 @@ class Settings:
     output: str
     dataset_dir: str | None = None
     folds: int = 5
-    seed: int = 0
+    seed: int = 0  # the folds' assignment, and the trainings' seed unless training_seed says otherwise
+    training_seed: int | None = None  # repeats of the trainings on the same folds (None: seed, as every table so far)
     tables: str = "1,2,3,4"
     methods: str | None = None  # comma list of method keys; None: all the tables need
     da_domain: str | None = None  # MR domain of DA and joint learning (substring of items' "domain"); None: all MR
@@ -181,6 +182,11 @@ class Experiment:
             _write_json(self.root / "datalists" / f"{task}.json", dl)
             self._datalists[task] = dl
 
+    @property
+    def training_seed(self) -> int:
+        """The trainings' seed: ``training_seed`` when given, else the folds' ``seed``."""
+        return self.s.seed if self.s.training_seed is None else int(self.s.training_seed)
+
     def check_same_settings(self) -> None:
         """An output folder holds one protocol: a later invocation may choose other tables, methods or
         folds, but not other data, sizes or splits, whose runs would sit beside the first ones and fill
@@ -233,7 +239,7 @@ class Experiment:
         configs = method.config_files() + [str(self.size_file)]
         teacher = self.run_spec(task, METHODS[task][method.teacher], fold) if method.teacher else None
         co_teacher = self.run_spec(task, METHODS[task][method.co_teacher], fold) if method.co_teacher else None
-        keyed = {"configs": [Path(c).name for c in configs], "size": size_override(self.s), "seed": self.s.seed,
+        keyed = {"configs": [Path(c).name for c in configs], "size": size_override(self.s), "seed": self.training_seed,
                  "bias_correction": self.s.bias_correction, "prepare_spacing": self.s.prepare_spacing, "items": train_items}
         if teacher is not None:
             keyed["teacher"] = teacher["dir"].name
@@ -254,7 +260,7 @@ class Experiment:
             "output_dir": str(run_dir / "train"),
             "models_dir": str(run_dir / "models"),
             "fold": fold,
-            "seed": self.s.seed,
+            "seed": self.training_seed,
             "bias_correction": False,  # N4, when on, is already in the cached MR images (n4/ or data_<s>mm/)
             # the paper's single path (model.pt); the both-paths rows merge model.pt and model_ct.pt
             "extra_paths": [],
@@ -310,7 +316,7 @@ class Experiment:
         record = {
             "configs": spec["configs"],
             "overrides": overrides,
-            "seed": self.s.seed,
+            "seed": overrides["seed"],
             "task": spec["task"],
             "fold": spec["fold"],
             "train_items": spec["train_items"],

@@ -84,6 +84,29 @@ def test_pair_game_starts_after_warmup_in_logged_losses(tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "run" / "figures").iterdir()) == ["epoch_0001.png", "epoch_0002.png", "epoch_0003.png"]
 
 
+def test_mr_consistency_trains_from_the_real_configs_with_a_both_paths_teacher(tmp_path, monkeypatch):
+    """experiments/configs/mr_consistency.yaml on train.yaml: the MR samples carry a re-rendered copy of the
+    slice, the teacher averages the weight averages of both paths, and the term is logged after its warm-up."""
+    import csv
+
+    from tools.paths import REPO
+
+    monkeypatch.chdir(BUNDLE)
+    files = config_files("dalace_da")
+    files.insert(1, str(REPO / "experiments" / "configs" / "mr_consistency.yaml"))
+    wf = ConfigWorkflow(config_file=files, workflow_type="train", **overrides(tmp_path, extra_paths=[]))
+    wf.initialize()
+    sample = wf.parser.get_parsed_content("train#dataset")[0]
+    assert sample["mr_image_strong"].shape == sample["mr_image"].shape and "ct_image_strong" not in sample
+    teacher = wf.parser.get_parsed_content("train#trainer").teacher
+    assert set(teacher.members) == {"mr", "ct"}
+    assert teacher.members["mr"] is wf.parser.get_parsed_content("final_network")
+    wf.run()
+    rows = list(csv.DictReader(open(tmp_path / "run" / "losses.csv")))
+    assert rows[0]["apm/consistency_mr"] == "" and float(rows[1]["apm/consistency_mr"]) >= 0  # warm-up: 1 epoch
+    assert 0 < float(rows[1]["apm/confident"]) <= 1
+
+
 def _cli(tmp_path, *args, **overrides_):
     cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", str(config_files("dalace_da"))]
     for k, v in {**overrides(tmp_path), **overrides_}.items():

@@ -112,6 +112,24 @@ def test_reusing_a_run_whose_configs_changed_warns(tmp_path, caplog):
     assert "trained before these configs changed" in caplog.text and str(config) in caplog.text
 
 
+def test_training_seed_repeats_the_trainings_on_the_same_folds(tmp_path):
+    """Without training_seed a run is keyed and seeded as before it existed (the fold seed); with it, the
+    same fold's items train in another run folder with that seed."""
+    from experiments.protocol import METHODS
+
+    datalist = task_datalist(_items(), 3, 0, None, False)
+
+    def spec(**kw):
+        exp = Experiment(Settings(datalist="d.json", output=str(tmp_path), folds=3, **kw))
+        exp._datalists = {"da": datalist}
+        return exp.run_spec("da", METHODS["da"]["dalace"], 1)
+
+    default, same, repeat = spec(), spec(training_seed=0), spec(training_seed=1)
+    assert default["dir"] == same["dir"] and default["overrides"]["seed"] == 0
+    assert repeat["dir"] != default["dir"] and repeat["overrides"]["seed"] == 1
+    assert repeat["train_items"] == default["train_items"] and repeat["dir"].name.startswith("dalace-")
+
+
 def test_recorded_commands_write_booleans_as_the_bundle_cli_reads_them():
     """fire reads "false" as a string, which configs take as true (N4 would run twice): records say False."""
     cmd = runner._cli(["train.yaml"], {"bias_correction": False, "resume": True, "fold": 0, "spacing": [3.0]}, "training")

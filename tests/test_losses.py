@@ -180,3 +180,31 @@ def test_mr_path_supervision_reaches_mr_anatomy_path_and_segmenter(batch):
     # weights scale the terms; with both at 0 the total is 0
     half = DALACELoss(translated_ce_weight=0.5).mr_path_segmentation(paths, label)
     torch.testing.assert_close(half["total"], 0.5 * terms["ce_ct2mr"])
+
+
+# ---------------------------------------------------------------------- MR consistency (beyond the paper)
+def test_mr_consistency_by_hand():
+    """Cross-entropy against the teacher's argmax on its confident pixels, averaged over every pixel; the
+    teacher gets no gradient."""
+    # teacher probabilities of class 1 per pixel: 0.95, 0.6, 0.01, 0.92 -> confident at 0.9: 1, 0, 1, 1
+    p1 = torch.tensor([0.95, 0.6, 0.01, 0.92]).view(1, 1, 2, 2)
+    teacher = torch.log(torch.cat([1 - p1, p1], dim=1)).requires_grad_(True)
+    pseudo = [1, 0, 0, 1]
+    student = torch.randn(1, 2, 2, 2, requires_grad=True)
+    log_p = torch.log_softmax(student.detach(), dim=1).view(2, 4)
+    expected = -(log_p[pseudo[0], 0] + log_p[pseudo[2], 2] + log_p[pseudo[3], 3]) / 4
+    terms = DALACELoss(consistency_weight=0.5).mr_consistency(teacher, {"mr": student, "ct": student * 2})
+    torch.testing.assert_close(terms["consistency_mr"], expected)
+    torch.testing.assert_close(terms["confident"], torch.tensor(0.75))
+    torch.testing.assert_close(terms["total"], 0.5 * (terms["consistency_mr"] + terms["consistency_ct"]))
+    terms["total"].backward()
+    assert teacher.grad is None and student.grad.abs().sum() > 0
+    # a stricter threshold drops the 0.92 pixel
+    strict = DALACELoss(consistency_threshold=0.94).mr_consistency(teacher, {"mr": student})
+    torch.testing.assert_close(strict["confident"], torch.tensor(0.5))
+
+
+@pytest.mark.parametrize("threshold", [0.3, 1.0])
+def test_mr_consistency_threshold_out_of_range_is_refused(threshold):
+    with pytest.raises(ValueError, match="consistency_threshold"):
+        DALACELoss(consistency_threshold=threshold)

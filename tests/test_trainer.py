@@ -168,3 +168,54 @@ def test_mr_path_supervision_trains_mr_anatomy_encoder_before_the_pair_game():
         assert any(n.startswith("anatomy_encoders.ct") for n in changed)
         assert any(n.startswith("anatomy_encoders.mr") for n in changed) == mr_moves
         assert ("apm/ce_ct2mr" in outputs[-1][1]) == mr_moves and ("apm/ce_ct_via_mr" in outputs[-1][1]) == mr_moves
+
+
+class SignTeacher(torch.nn.Module):
+    """Confident logits from the image's sign (liver where the slice is bright), with a parameter that
+    must never move."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(10.0))
+
+    def forward(self, x):
+        return torch.cat([-x, x], dim=1) * self.scale
+
+
+def with_strong_view(trainer):
+    for item in trainer.data_loader:
+        item["mr_image_strong"] = item["mr_image"] * 0.5 - 0.2
+    return trainer
+
+
+def test_mr_consistency_trains_mr_anatomy_path_from_its_warmup_and_never_the_teacher():
+    """Before the pair game only the CT labels move the anatomy optimizer; with the consistency term MR's
+    anatomy encoder moves too, from the epoch after its warm-up, and its terms are logged."""
+    teacher = SignTeacher()
+    trainer, net, opts, outputs = make(
+        batches=1, max_epochs=2, pair_warmup_epochs=5, teacher=teacher, consistency_warmup_epochs=1,
+        loss_kwargs={"consistency_weight": 1.0},
+    )
+    with_strong_view(trainer)
+    for name, opt in opts.items():
+        for g in opt.param_groups:
+            g["lr"] = 1e-2 if name == "anatomy" else 0.0
+    before = snapshot(net)
+    trainer.state.max_epochs = 1
+    trainer.run()
+    assert not any(n.startswith("anatomy_encoders.mr") for n in moved(net, before))
+    assert "apm/consistency_mr" not in outputs[-1][1]
+    trainer.state.max_epochs = 2
+    trainer.run()
+    assert any(n.startswith("anatomy_encoders.mr") for n in moved(net, before))
+    out = outputs[-1][1]
+    assert out["apm/confident"] > 0.5 and out["apm/consistency_mr"] > 0 and out["apm/consistency_ct"] > 0
+    assert teacher.scale.item() == 10.0 and teacher.scale.grad is None
+
+
+def test_mr_consistency_without_teacher_or_strong_view_is_a_clear_error():
+    with pytest.raises(ValueError, match="no teacher"):
+        make(batches=1, loss_kwargs={"consistency_weight": 1.0})
+    trainer, *_ = make(batches=1, teacher=SignTeacher(), loss_kwargs={"consistency_weight": 1.0})
+    with pytest.raises(ValueError, match="image_strong"):
+        trainer.run()
