@@ -66,6 +66,9 @@ def training_configs(args) -> list[dict]:
         "paper": dict(name="paper", size=_PAPER["roi_size"][0], batch=args.paper_batch, iterations=args.paper_iterations, **PAPER_NET),
         "shipped": dict(name="shipped", size=_TRAIN["roi_size"][0], batch=_TRAIN["batch_size"], iterations=args.small_iterations,
                         **_net(_TRAIN)),
+        # the same with the MR consistency term (train.yaml's mr_consistency): its cost beside "shipped"
+        "shipped_consistency": dict(name="shipped_consistency", size=_TRAIN["roi_size"][0], batch=_TRAIN["batch_size"],
+                                    iterations=args.small_iterations, overrides={"mr_consistency": 1.0}, **_net(_TRAIN)),
         "sample": dict(name="sample", size=sample["roi_size"][0], batch=sample["batch_size"], iterations=args.small_iterations,
                        **_net(sample)),
     }
@@ -203,7 +206,8 @@ def parse_args(argv=None):
     p.add_argument("--out", default=str(RESULTS), help="results folder (default benchmarks/results)")
     p.add_argument("--name", default=None, help="JSON file name (default: the device and a timestamp; 'quick' in quick mode)")
     p.add_argument("--train", nargs="*", default=["paper", "shipped", "sample"],
-                   help="training configs: paper (paper.yaml), shipped (train.yaml as it is), sample (sample.yaml)")
+                   help="training configs: paper (paper.yaml), shipped (train.yaml as it is), shipped_consistency "
+                        "(the same with mr_consistency 1.0), sample (sample.yaml)")
     p.add_argument("--inference-configs", nargs="*", default=["paper", "paper_keep_slices", "shipped", "shipped_one_path"],
                    help="inference sizes of the real cases: paper (paper.yaml, random weights: time does not depend on "
                         "them), paper_keep_slices (the same on the volume's own slices, keep_slices), shipped "
@@ -278,7 +282,8 @@ def main(argv=None) -> dict:
         for cfg in training_configs(args):
             log(f"training {cfg['name']}: width {cfg['width']}, {cfg['size']}x{cfg['size']}, batch {cfg['batch']}, amp {amp}")
             r = run_training(cfg["name"], cfg["width"], cfg["size"], cfg["batch"], cfg["iterations"], args.device, amp,
-                             cfg["num_res_blocks"], cfg["features"], args.ref_batch, args.ref_repeats, ref_scale, log=log)
+                             cfg["num_res_blocks"], cfg["features"], args.ref_batch, args.ref_repeats, ref_scale,
+                             cfg.get("overrides"), log=log)
             results["training"].append(r)
             log(f"  -> {r['s_per_iteration']:.2f} s/it, {r['achieved_gflops']:.1f} GFLOP/s, "
                 f"{100 * r['fraction_of_reference_fwd']:.0f}% of the reference")

@@ -23,8 +23,9 @@ from .common import BUNDLE, conv_reference, cuda_peak_mb, median, memory_mb, syn
 
 
 def build_trainer(width: int, size: int, batch: int, device: str, amp: bool, num_res_blocks: int | None = None,
-                  features: list[int] | None = None):
-    """The bundle's DALACETrainer at the given scale, with no handlers and no data loader."""
+                  features: list[int] | None = None, overrides: dict | None = None):
+    """The bundle's DALACETrainer at the given scale, with no handlers and no data loader; ``overrides``:
+    more train.yaml ids (a recipe's, e.g. ``mr_consistency``)."""
     parser = ConfigParser()
     parser.read_config(str(BUNDLE / "configs" / "train.yaml"))
     parser.update(
@@ -39,6 +40,8 @@ def build_trainer(width: int, size: int, batch: int, device: str, amp: bool, num
             "train#trainer#train_data_loader": "$[]",
             "train#trainer#train_handlers": [],
             "train#trainer#max_epochs": 1,
+            "mr_consistency_warmup_epochs": 0,  # as the pair game: the full iteration when the recipe has it
+            **(overrides or {}),
         }
     )
     if num_res_blocks is not None:
@@ -55,7 +58,10 @@ def synthetic_batch(batch: int, size: int, device: str, seed: int = 0) -> dict[s
     blob = ((xx / 0.5) ** 2 + (yy / 0.35) ** 2 < 1).float()[None, None].repeat(batch, 1, 1, 1)
     ct = (torch.rand(batch, 1, size, size, generator=g) * 2 - 1) * 0.3 + 0.5 * blob
     mr = (torch.rand(batch, 1, size, size, generator=g) * 2 - 1) * 0.3 - 0.5 * blob
-    return {"ct_image": ct.clamp(-1, 1).to(device), "ct_label": blob.to(device), "mr_image": mr.clamp(-1, 1).to(device)}
+    mr = mr.clamp(-1, 1)
+    # the re-rendered MR slice is read only by recipes with the MR consistency term
+    return {"ct_image": ct.clamp(-1, 1).to(device), "ct_label": blob.to(device), "mr_image": mr.to(device),
+            "mr_image_strong": (mr * 0.8 + 0.1).to(device)}
 
 
 def run_training(
@@ -71,12 +77,13 @@ def run_training(
     ref_batch: int = 4,
     ref_repeats: int = 3,
     ref_scale: float = 1.0,
+    overrides: dict | None = None,
     log=print,
 ) -> dict:
     """Seconds per iteration, counted FLOPs per iteration and the fraction of the conv reference."""
     torch.manual_seed(0)
     t0 = time.perf_counter()
-    trainer = build_trainer(width, size, batch, device, amp, num_res_blocks, features)
+    trainer = build_trainer(width, size, batch, device, amp, num_res_blocks, features, overrides)
     build_s = time.perf_counter() - t0
     data = synthetic_batch(batch, size, device)
     params = sum(p.numel() for p in trainer.network.parameters())
@@ -126,6 +133,7 @@ def run_training(
         "amp_bf16": amp,
         "device": device,
         "pair_game": True,
+        "overrides": overrides or {},
         "parameters": params,
         "build_s": build_s,
         "flops_per_iteration": flops,
