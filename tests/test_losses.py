@@ -204,7 +204,9 @@ def test_mr_consistency_by_hand():
     torch.testing.assert_close(strict["confident"], torch.tensor(0.5))
 
 
-@pytest.mark.parametrize("threshold", [0.3, 1.0])
-def test_mr_consistency_threshold_out_of_range_is_refused(threshold):
-    with pytest.raises(ValueError, match="consistency_threshold"):
-        DALACELoss(consistency_threshold=threshold)
+@pytest.mark.parametrize("kwargs, name", [({"consistency_threshold": 0.3}, "consistency_threshold"),
+                                          ({"consistency_threshold": 1.0}, "consistency_threshold"),
+                                          ({"consistency_weight": -1.0}, "consistency_weight")])
+def test_mr_consistency_settings_out_of_range_are_refused(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        DALACELoss(**kwargs)

@@ -58,6 +58,8 @@ class DALACELoss:
         self.alpha, self.beta = alpha, beta
         self.adv_weight, self.ce_weight, self.pair_weight = adv_weight, ce_weight, pair_weight
         self.translated_ce_weight, self.cross_ce_weight = translated_ce_weight, cross_ce_weight
+        if consistency_weight < 0:
+            raise ValueError(f"consistency_weight must be 0 (off) or positive, got {consistency_weight!r}.")
         if not 0.5 <= consistency_threshold < 1.0:
             raise ValueError(f"consistency_threshold must be in [0.5, 1), got {consistency_threshold!r}.")
         self.consistency_weight, self.consistency_threshold = consistency_weight, consistency_threshold
