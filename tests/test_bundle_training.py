@@ -96,8 +96,11 @@ def test_mr_consistency_trains_from_the_real_configs_with_a_both_paths_teacher(t
     files.insert(1, str(REPO / "experiments" / "configs" / "mr_consistency.yaml"))
     wf = ConfigWorkflow(config_file=files, workflow_type="train", **overrides(tmp_path, extra_paths=[]))
     wf.initialize()
-    sample = wf.parser.get_parsed_content("train#dataset")[0]
-    assert sample["mr_image_strong"].shape == sample["mr_image"].shape and "ct_image_strong" not in sample
+    dataset = wf.parser.get_parsed_content("train#dataset")
+    samples = [dataset[i] for i in range(4)]
+    assert all(s["mr_image_strong"].shape == s["mr_image"].shape and "ct_image_strong" not in s for s in samples)
+    # the copy is re-rendered (p 0.8 location-scale alone): not the slice itself in every sample
+    assert any(not torch.equal(s["mr_image_strong"], s["mr_image"]) for s in samples)
     teacher = wf.parser.get_parsed_content("train#trainer").teacher
     assert set(teacher.members) == {"mr", "ct"}
     assert teacher.members["mr"] is wf.parser.get_parsed_content("final_network")
