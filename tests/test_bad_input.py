@@ -338,3 +338,17 @@ def test_a_switch_given_as_a_string_is_an_error_before_any_work(tmp_path, config
     cause = err.value.__cause__
     assert isinstance(cause, TypeError) and "bias_correction='false' (str)" in str(cause) and "--bias_correction False" in str(cause)
     assert not (tmp_path / "out").exists()  # nothing written before the check
+
+
+@pytest.mark.parametrize("baseline, term", [(["unet_ct.yaml"], "mr_consistency"), (["unet_ct.yaml", "unet_mr.yaml"], "mr_path_supervision"),
+                                            (["cyclegan.yaml", "tdgan.yaml"], "mr_consistency")])
+def test_a_dalace_term_given_to_a_baseline_is_refused_before_any_work(tmp_path, baseline, term):
+    """The baselines replace DALACE's trainer: a DALACE term given to them would be dropped without a word."""
+    files = [str(BUNDLE / "configs" / f) for f in ["train.yaml", *baseline]]
+    wf = ConfigWorkflow(config_file=files, workflow_type="train", bundle_root=str(BUNDLE), output_dir=str(tmp_path / "out"), **{term: 1.0})
+    with pytest.raises(RuntimeError) as err:
+        wf.initialize()
+    cause = err.value.__cause__
+    assert isinstance(cause, ValueError) and f"{term}=1.0" in str(cause) and "does not train DALACE" in str(cause)
+    assert not (tmp_path / "out").exists()
+    ConfigWorkflow(config_file=files, workflow_type="train", bundle_root=str(BUNDLE), output_dir=str(tmp_path / "ok")).initialize()

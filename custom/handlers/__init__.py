@@ -3,7 +3,7 @@
 from .checkpoint import AtomicCheckpointSaver, ResumeCheckpointLoader, check_checkpoint, latest_checkpoint
 from .epoch_seed import EpochSeedHandler
 from .figures import ImageGridHandler, LossLogger, save_image_grid
-from .input_check import InputCheck, InputError, require_booleans, require_file, require_writable_dir
+from .input_check import InputCheck, InputError, refuse_unused_terms, require_booleans, require_file, require_writable_dir
 from .key_metric import KeyMetricState
 from .metrics import MetricsReport, SpacingMetricHandler
 from .weight_averaging import ExponentialMovingAverage, averaged_copy
@@ -23,6 +23,7 @@ __all__ = [
     "averaged_copy",
     "check_checkpoint",
     "latest_checkpoint",
+    "refuse_unused_terms",
     "require_booleans",
     "require_file",
     "require_writable_dir",

@@ -24,7 +24,15 @@ from ignite.engine import Engine, Events
 
 from custom.data import read_image
 
-__all__ = ["InputCheck", "InputError", "require_file", "require_writable_dir", "resampled_voxels"]
+__all__ = [
+    "InputCheck",
+    "InputError",
+    "refuse_unused_terms",
+    "require_booleans",
+    "require_file",
+    "require_writable_dir",
+    "resampled_voxels",
+]
 
 
 class InputError(ValueError):
@@ -177,6 +185,21 @@ def require_writable_dir(path: str | os.PathLike, what: str = "output_dir") -> s
     except OSError as e:
         raise OSError(f"{what} {os.path.abspath(path)!r} cannot be created or written: {e.strerror or e}") from e
     return str(path)
+
+
+def refuse_unused_terms(run_name: str, **weights: float) -> None:
+    """A ``ValueError`` naming every loss weight that is set but that ``run_name``'s trainer never uses.
+
+    Why: the baselines (unet_ct.yaml, unet_mr.yaml, cyclegan.yaml, tdgan.yaml) replace DALACE's trainer,
+    so DALACE's own terms given to them (``--mr_consistency 1.0``) would train a plain baseline without
+    a word, and its figures would be read as the term's.
+    """
+    unused = [f"{k}={v!r}" for k, v in weights.items() if v]
+    if unused:
+        raise ValueError(
+            f"run {run_name!r} does not train DALACE, so these terms would be ignored: " + ", ".join(unused)
+            + ". Set them to 0 for this run, or train DALACE (train.yaml without the baseline's config)."
+        )
 
 
 def require_booleans(**switches) -> None:
