@@ -120,7 +120,8 @@ def inference_cases(args, tmp: Path) -> list[dict]:
              "shipped_one_path": {"overrides": {"extra_paths": []}, "load_weights": False},
              "shipped_ensemble": {"overrides": {}, "configs": ["ensemble.yaml"], "load_weights": True},
              "shipped_no_tta": {"overrides": {"test_time_augmentation": False}, "load_weights": True},
-             "shipped_self_ensemble": {"overrides": {}, "configs": ["self_ensemble.yaml"], "load_weights": True}}
+             "shipped_self_ensemble": {"overrides": {}, "configs": ["self_ensemble.yaml"], "load_weights": True},
+             "shipped_seed_ensemble": {"overrides": {}, "configs": ["self_ensemble.yaml", "seed_ensemble.yaml"], "load_weights": True}}
     return [dict(name=f"{name} {size}", image=image, modality=modality, config=size, **sizes[size])
             for size in args.inference_configs for name, image, modality in volumes]
 
@@ -214,8 +215,9 @@ def parse_args(argv=None):
                         "(inference.yaml as it is, with models/model.pt: MR through both paths, test-time augmentation on) and shipped_one_path "
                         "(the same sizes through MR's path alone, extra_paths [], random weights); shipped_ensemble "
                         "(ensemble.yaml: the shipped model and the CT-only U-Net, models/model_ensemble.pt); shipped_no_tta "
-                        "(shipped without test-time augmentation: one pass instead of five) and shipped_self_ensemble "
-                        "(self_ensemble.yaml, models/model_self_ensemble.pt)")
+                        "(shipped without test-time augmentation: one pass instead of five), shipped_self_ensemble "
+                        "(self_ensemble.yaml, models/model_self_ensemble.pt) and shipped_seed_ensemble (seed_ensemble.yaml, "
+                        "models/model_seed_ensemble.pt)")
     p.add_argument("--paper-batch", type=int, default=1)
     p.add_argument("--paper-iterations", type=int, default=1, help="timed iterations at paper size after the counted one")
     p.add_argument("--small-iterations", type=int, default=3)

@@ -267,13 +267,13 @@ ENSEMBLE = str(BUNDLE / "configs" / "ensemble.yaml")
 INFERENCE_UNET = str(BUNDLE / "configs" / "inference_unet.yaml")
 
 
-def assert_mask_of_mean_probabilities(tmp_path: Path, members: tuple[str, str]) -> None:
-    """The sample's probabilities written in tmp_path/ensemble are the mean of the two members' (each
+def assert_mask_of_mean_probabilities(tmp_path: Path, members: tuple[str, ...]) -> None:
+    """The sample's probabilities written in tmp_path/ensemble are the mean of the members' (each
     written alone in tmp_path/<member>, and unlike each other), and its mask is their argmax, in the
     input's grid."""
     prob = {k: nib.load(tmp_path / k / "totalseg_mr_sm_image_prob.nii.gz").get_fdata() for k in (*members, "ensemble")}
-    assert not np.allclose(prob[members[0]], prob[members[1]], atol=1e-3)
-    np.testing.assert_allclose(prob["ensemble"], (prob[members[0]] + prob[members[1]]) / 2, atol=1e-4)
+    assert not any(np.allclose(prob[a], prob[b], atol=1e-3) for a, b in zip(members, members[1:]))
+    np.testing.assert_allclose(prob["ensemble"], sum(prob[m] for m in members) / len(members), atol=1e-4)
     src = nib.load(str(MR))
     seg = assert_same_grid(tmp_path / "ensemble" / "totalseg_mr_sm_image_seg.nii.gz", src.shape, src.affine)
     np.testing.assert_array_equal(np.asarray(seg.dataobj), (prob["ensemble"][..., 1] > prob["ensemble"][..., 0]).astype(np.uint8))
@@ -316,32 +316,40 @@ def test_ensemble_command_refuses_swapped_missing_or_broken_files(tmp_path):
 
 
 SELF_ENSEMBLE = str(BUNDLE / "configs" / "self_ensemble.yaml")
+SEED_ENSEMBLE = str(BUNDLE / "configs" / "seed_ensemble.yaml")
 
 
-def _student_of(teacher: Path, path: Path) -> Path:
+def _student_of(teacher: Path, path: Path, seed: int = 1) -> Path:
     """The teacher's state_dict with every weight moved: a student that segments differently."""
-    torch.manual_seed(1)
+    torch.manual_seed(seed)
     state = torch.load(teacher, map_location="cpu", weights_only=True)
     torch.save({k: v + 0.2 * torch.randn_like(v) if v.is_floating_point() else v for k, v in state.items()}, path)
     return path
 
 
 @pytest.mark.slow
-def test_self_ensemble_averages_two_dalace_networks(tmp_path):
-    """self_ensemble.yaml: the written probabilities are the mean of the teacher's and the student's (both
-    paths each), each run alone with its own file; the members hold weights of their own (no module of
-    the teacher shared with the student, which would load one member's weights over the other's)."""
-    teacher = tiny_checkpoint(tmp_path / "teacher.pt", extra_paths=["ct"], **FAST)
-    student = _student_of(teacher, tmp_path / "student.pt")
-    both = tmp_path / "model_self_ensemble.pt"
-    subprocess.run([sys.executable, "-m", "custom.networks", "self_ensemble", str(teacher), str(student), str(both)],
-                   check=True, cwd=REPO)
+@pytest.mark.parametrize("kind", ["self_ensemble", "seed_ensemble"])
+def test_dalace_ensembles_average_their_members(tmp_path, kind):
+    """self_ensemble.yaml (a teacher and its student) and seed_ensemble.yaml (here three trainings): the
+    written probabilities are the mean of the members' (both paths each), each run alone with its own
+    file; the members hold weights of their own (no module shared, which would load one member's weights
+    over another's)."""
+    first = tiny_checkpoint(tmp_path / "first.pt", extra_paths=["ct"], **FAST)
+    others = [_student_of(first, tmp_path / f"other_{i}.pt", seed=i) for i in (1, 2)]
+    if kind == "self_ensemble":
+        names, files, configs, more = ("teacher", "student"), [first, others[0]], (INFERENCE, SELF_ENSEMBLE), {}
+        command = ["self_ensemble", *map(str, files), str(tmp_path / "model_self_ensemble.pt")]
+    else:
+        names, files, configs = ("seed_0", "seed_1", "seed_2"), [first, *others], (INFERENCE, SELF_ENSEMBLE, SEED_ENSEMBLE)
+        more = {"ensemble_members": list(names)}
+        command = ["seed_ensemble", *map(str, files), "--output", str(tmp_path / "model_seed_ensemble.pt")]
+    subprocess.run([sys.executable, "-m", "custom.networks", *command], check=True, cwd=REPO)
     common = dict(input=[{"image": str(MR)}], bias_correction=False, largest_component=False, save_probabilities=True,
                   extra_paths=["ct"], **FAST)
-    for name, ckpt in (("teacher", teacher), ("student", student)):
+    for name, ckpt in zip(names, files):
         run_bundle(output_dir=str(tmp_path / name), ckpt_path=str(ckpt), **common)
-    run_bundle((INFERENCE, SELF_ENSEMBLE), output_dir=str(tmp_path / "ensemble"), models_dir=str(tmp_path), **common)
-    assert_mask_of_mean_probabilities(tmp_path, ("teacher", "student"))
+    run_bundle(configs, output_dir=str(tmp_path / "ensemble"), models_dir=str(tmp_path), **more, **common)
+    assert_mask_of_mean_probabilities(tmp_path, names)
 
 
 def test_self_ensemble_command_refuses_a_u_net_or_another_architecture(tmp_path):
@@ -355,6 +363,20 @@ def test_self_ensemble_command_refuses_a_u_net_or_another_architecture(tmp_path)
     )
     for (a, b), message in cases:
         done = subprocess.run([sys.executable, "-m", "custom.networks", "self_ensemble", str(a), str(b), str(tmp_path / "out.pt")],
+                              cwd=REPO, capture_output=True, text=True)
+        assert done.returncode != 0 and re.search(message, done.stderr), done.stderr[-500:]
+    assert not (tmp_path / "out.pt").exists()
+
+
+def test_seed_ensemble_command_refuses_one_model_or_mixed_architectures(tmp_path):
+    first = tiny_checkpoint(tmp_path / "model.pt", extra_paths=["ct"])
+    one_path = tiny_checkpoint(tmp_path / "one_path.pt", extra_paths=[])
+    cases = (
+        ([first], "needs two or more DALACE models, got 1"),
+        ([first, first, one_path], "seed_0 model .*model.pt.* and seed_2 model .*one_path.pt.* are not one architecture"),
+    )
+    for models, message in cases:
+        done = subprocess.run([sys.executable, "-m", "custom.networks", "seed_ensemble", *map(str, models), "--output", str(tmp_path / "out.pt")],
                               cwd=REPO, capture_output=True, text=True)
         assert done.returncode != 0 and re.search(message, done.stderr), done.stderr[-500:]
     assert not (tmp_path / "out.pt").exists()

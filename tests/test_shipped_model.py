@@ -21,6 +21,9 @@ SAMPLE = BUNDLE / "sample_data"
 WEIGHTS = {"mr": BUNDLE / "models" / "model.pt", "ct": BUNDLE / "models" / "model_ct.pt"}
 ENSEMBLE = BUNDLE / "models" / "model_ensemble.pt"  # configs/ensemble.yaml: model.pt and a CT-only U-Net
 SELF_ENSEMBLE = BUNDLE / "models" / "model_self_ensemble.pt"  # configs/self_ensemble.yaml: model.pt and its student
+SEED_ENSEMBLE = BUNDLE / "models" / "model_seed_ensemble.pt"  # configs/seed_ensemble.yaml: model.pt and another training
+ENSEMBLE_CONFIGS = {"ensemble": ["ensemble.yaml"], "self_ensemble": ["self_ensemble.yaml"],
+                    "seed_ensemble": ["self_ensemble.yaml", "seed_ensemble.yaml"]}
 CASES = {  # the sample's volumes: neither was in the shipped model's training data
     "mr": (SAMPLE / "mr" / "totalseg_mr_sm_image.nii.gz", SAMPLE / "mr" / "totalseg_mr_sm_label.nii.gz"),
     "ct": (SAMPLE / "ct" / "totalseg_ct_sm_image.nii.gz", SAMPLE / "ct" / "totalseg_ct_sm_label.nii.gz"),
@@ -29,8 +32,8 @@ CASES = {  # the sample's volumes: neither was in the shipped model's training d
 # less a margin for platform differences in N4 and interpolation: a broken pipeline or other weights
 # land far below.
 # measured (0.12.0's weights; thin bridges cut at 12 mm; MR with test-time augmentation, the default
-# since 0.11.0): MR 0.827, CT 0.889, ensemble 0.843, self-ensemble 0.821
-MIN_DICE = {"mr": 0.77, "ct": 0.83, "ensemble": 0.79, "self_ensemble": 0.77}
+# since 0.11.0): MR 0.827, CT 0.889, ensemble 0.843, self-ensemble 0.821, seed ensemble 0.836
+MIN_DICE = {"mr": 0.77, "ct": 0.83, "ensemble": 0.79, "self_ensemble": 0.77, "seed_ensemble": 0.78}
 
 
 def inference_parser(modality: str, *more: str) -> ConfigParser:
@@ -52,12 +55,13 @@ def test_weights_load_strictly_into_inference_config(modality):
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
 
 
-@pytest.mark.parametrize("config, path, member", [("ensemble.yaml", ENSEMBLE, "dalace"), ("self_ensemble.yaml", SELF_ENSEMBLE, "teacher")])
-def test_ensemble_weights_load_strictly_and_hold_the_shipped_model(config, path, member):
-    """model_ensemble.pt and model_self_ensemble.pt load into inference.yaml + their config, and one
-    member of each is model.pt itself: the files cannot drift apart."""
+@pytest.mark.parametrize("variant, path, member", [("ensemble", ENSEMBLE, "dalace"), ("self_ensemble", SELF_ENSEMBLE, "teacher"),
+                                                   ("seed_ensemble", SEED_ENSEMBLE, "seed_0")])
+def test_ensemble_weights_load_strictly_and_hold_the_shipped_model(variant, path, member):
+    """model_ensemble.pt, model_self_ensemble.pt and model_seed_ensemble.pt load into inference.yaml +
+    their configs, and one member of each is model.pt itself: the files cannot drift apart."""
     assert path.stat().st_size < 25 * 2**20
-    parser = inference_parser("mr", config)
+    parser = inference_parser("mr", *ENSEMBLE_CONFIGS[variant])
     assert Path(parser.get_parsed_content("ckpt_path")) == path
     state = torch.load(path, map_location="cpu", weights_only=True)
     parser.get_parsed_content("network_def").load_state_dict(state, strict=True)
@@ -66,30 +70,32 @@ def test_ensemble_weights_load_strictly_and_hold_the_shipped_model(config, path,
     assert all(torch.equal(state[f"members.{member}.{k}"], v) for k, v in dalace.items())
 
 
-def test_self_ensemble_student_is_another_dalace_network():
-    """The self-ensemble's student has the teacher's architecture and weights of its own (not a copy)."""
-    state = torch.load(SELF_ENSEMBLE, map_location="cpu", weights_only=True)
+@pytest.mark.parametrize("path, other", [(SELF_ENSEMBLE, "student"), (SEED_ENSEMBLE, "seed_1")])
+def test_the_other_member_is_another_dalace_network(path, other):
+    """The self-ensemble's student and the seed ensemble's second training have model.pt's architecture
+    and weights of their own (not a copy)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
     dalace = torch.load(WEIGHTS["mr"], map_location="cpu", weights_only=True)
-    student = {k: state[f"members.student.{k}"] for k in dalace}
-    assert len(state) == 2 * len(dalace) and not all(torch.equal(student[k], v) for k, v in dalace.items())
+    member = {k: state[f"members.{other}.{k}"] for k in dalace}
+    assert len(state) == 2 * len(dalace) and not all(torch.equal(member[k], v) for k, v in dalace.items())
 
 
 def test_weights_are_those_of_the_training_record():
     record = RECORD.read_text()
-    for path in [*WEIGHTS.values(), ENSEMBLE, SELF_ENSEMBLE]:
+    for path in [*WEIGHTS.values(), ENSEMBLE, SELF_ENSEMBLE, SEED_ENSEMBLE]:
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         assert digest in record, f"{path.name} (sha256 {digest}) is not the one docs/shipped/README.md describes"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", ["mr", "ct", "ensemble", "self_ensemble"])
+@pytest.mark.parametrize("variant", ["mr", "ct", "ensemble", "self_ensemble", "seed_ensemble"])
 def test_readme_command_segments_the_sample(tmp_path, variant):
     modality = "ct" if variant == "ct" else "mr"
     image, label = CASES[modality]
     overrides = {"output_dir": str(tmp_path), "num_workers": 0, "modality": modality,
                  "input": [{"image": str(image), "label": str(label)}]}
     configs = [str(CONFIGS / "inference.yaml"), str(CONFIGS / "evaluate.yaml")]
-    configs += [str(CONFIGS / f"{variant}.yaml")] if variant in ("ensemble", "self_ensemble") else []
+    configs += [str(CONFIGS / c) for c in ENSEMBLE_CONFIGS.get(variant, [])]
     workflow = ConfigWorkflow(config_file=configs, workflow_type="infer", bundle_root=str(BUNDLE), **overrides)
     workflow.initialize()
     workflow.run()

@@ -8,6 +8,9 @@ Commands::
     # models/model_self_ensemble.pt for configs/self_ensemble.yaml: a DALACE model.pt and the model.pt of
     # its student (self_training.yaml), both with CT's path
     python -m custom.networks self_ensemble bundle/models/model.pt <student run>/models/model.pt bundle/models/model_self_ensemble.pt
+    # models/model_seed_ensemble.pt for configs/seed_ensemble.yaml: the model.pt of DALACE trainings that
+    # differ in their seed (or recipe), all with CT's path and one architecture
+    python -m custom.networks seed_ensemble bundle/models/model.pt <seed 1 run>/models/model.pt --output bundle/models/model_seed_ensemble.pt
 """
 
 from __future__ import annotations
@@ -41,21 +44,36 @@ def ensemble(dalace: str, unet: str, output: str) -> str:
     return output
 
 
+def _dalace_states(paths: dict[str, str]) -> dict[str, dict]:
+    """name -> state_dict of DALACE networks of one architecture (the same keys and shapes), each checked."""
+    states = {name: _state(path, f"{name} model") for name, path in paths.items()}
+    for name, state in states.items():
+        if not any(k.startswith("anatomy_encoder.") for k in state):
+            raise ValueError(f"{name} model {paths[name]!r} has no anatomy_encoder.* weights: it is not a DALACE model.")
+    (first, reference), *others = [(name, {k: tuple(v.shape) for k, v in state.items()}) for name, state in states.items()]
+    for name, shapes in others:
+        if shapes != reference:
+            differ = sorted(set(reference.items()) ^ set(shapes.items()))[:3]
+            raise ValueError(f"{first} model {paths[first]!r} and {name} model {paths[name]!r} are not one architecture "
+                             f"(keys or shapes differ, e.g. {differ}): train them with the same sizes and extra_paths.")
+    return states
+
+
 def self_ensemble(teacher: str, student: str, output: str) -> str:
     """Write ``output``: the state_dict of configs/self_ensemble.yaml's network from the teacher's and
     the student's files (two DALACE networks of one architecture: the same keys and shapes)."""
-    states = {"teacher": _state(teacher, "teacher model"), "student": _state(student, "student model")}
-    for (name, state), path in zip(states.items(), (teacher, student)):
-        if not any(k.startswith("anatomy_encoder.") for k in state):
-            raise ValueError(f"{name} model {path!r} has no anatomy_encoder.* weights: it is not a DALACE model.")
-    shapes = {name: {k: tuple(v.shape) for k, v in state.items()} for name, state in states.items()}
-    if shapes["teacher"] != shapes["student"]:
-        differ = sorted(set(shapes["teacher"].items()) ^ set(shapes["student"].items()))[:3]
-        raise ValueError(f"teacher model {teacher!r} and student model {student!r} are not one architecture "
-                         f"(keys or shapes differ, e.g. {differ}): train the student with the teacher's sizes and extra_paths.")
-    atomic_save(ensemble_state(states), output)
+    atomic_save(ensemble_state(_dalace_states({"teacher": teacher, "student": student})), output)
+    return output
+
+
+def seed_ensemble(*models: str, output: str) -> str:
+    """Write ``output``: the state_dict of configs/seed_ensemble.yaml's network, members ``seed_0``,
+    ``seed_1``, ... in the order given (two or more DALACE trainings of one architecture)."""
+    if len(models) < 2:
+        raise ValueError(f"seed_ensemble needs two or more DALACE models, got {len(models)}: {list(models)}.")
+    atomic_save(ensemble_state(_dalace_states({f"seed_{i}": m for i, m in enumerate(models)})), output)
     return output
 
 
 if __name__ == "__main__":
-    fire.Fire({"ensemble": ensemble, "self_ensemble": self_ensemble})
+    fire.Fire({"ensemble": ensemble, "self_ensemble": self_ensemble, "seed_ensemble": seed_ensemble})
