@@ -313,6 +313,24 @@ def test_a_checkpoint_of_the_other_paths_is_named_with_the_fix(tmp_path):
     assert "unexpected ['extra_paths.ct.anatomy_encoder', 'extra_paths.ct.generator']" in str(cause(info.value, ValueError))
 
 
+def test_an_ensemble_file_of_other_members_is_named_with_its_members(tmp_path):
+    """A three-training seed ensemble under seed_ensemble.yaml's two members: the error names the
+    members that differ and those the file holds, not just 'members'."""
+    from custom.networks import ProbabilityEnsemble
+    from custom.networks.ensemble import ensemble_state
+
+    def net():
+        return torch.nn.Conv2d(1, 2, 1)
+    three = ensemble_state({f"seed_{i}": net().state_dict() for i in range(3)})
+    torch.save(three, tmp_path / "three.pt")
+    two = ProbabilityEnsemble({"seed_0": net(), "seed_1": net()})
+    with pytest.raises(ValueError) as err:
+        check_checkpoint(tmp_path / "three.pt", network=two)
+    assert "missing nothing, unexpected ['members.seed_2']" in str(err.value)
+    assert "the file holds ['seed_0', 'seed_1', 'seed_2'] (--ensemble_members names them)" in str(err.value)
+    assert check_checkpoint(tmp_path / "three.pt", network=ProbabilityEnsemble({f"seed_{i}": net() for i in range(3)}))
+
+
 def test_save_removes_temporary_files_of_killed_runs(tmp_path):
     net = torch.nn.Linear(2, 2)
     engine = Engine(lambda e, b: None)

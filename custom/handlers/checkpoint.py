@@ -47,7 +47,8 @@ def _check_keys(path: str | os.PathLike, what: str, found: set[str], expected: s
     """A checkpoint for another network: say which parts differ, and the fix when it is the paths."""
     if found == expected:
         return
-    parts = lambda keys: sorted({".".join(k.split(".")[:3] if k.startswith("extra_paths.") else k.split(".")[:1]) for k in keys})  # noqa: E731
+    depth = lambda k: 3 if k.startswith("extra_paths.") else 2 if k.startswith("members.") else 1  # noqa: E731
+    parts = lambda keys: sorted({".".join(k.split(".")[: depth(k)]) for k in keys})  # noqa: E731
     missing, unexpected = parts(expected - found), parts(found - expected)
     hint = ""
     if any(p.startswith("extra_paths.") for p in missing + unexpected):
@@ -56,6 +57,9 @@ def _check_keys(path: str | os.PathLike, what: str, found: set[str], expected: s
             "single path loads with --extra_paths \"[]\" (or merge its model.pt and model_ct.pt with "
             "custom.networks.merge_paths); one trained with both paths needs --extra_paths \"['ct']\"."
         )
+    elif any(p.startswith("members.") for p in missing + unexpected):
+        names = sorted({k.split(".")[1] for k in found if k.startswith("members.")})
+        hint = f" The ensemble's members are not the file's: the file holds {names} (--ensemble_members names them)."
     raise ValueError(
         f"{what} {os.path.abspath(path)!r} is not a state_dict of this network_def: missing {missing or 'nothing'}, "
         f"unexpected {unexpected or 'nothing'}.{hint}"
