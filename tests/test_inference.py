@@ -197,7 +197,10 @@ def test_modality_selects_normalization_and_checkpoint():
     names = [type(t).__name__ for t in parser.get_parsed_content("preprocessing").transforms]
     assert "ScaleIntensityRanged" in names and "ScaleIntensityRangePercentilesCappedd" not in names
     assert parser.get_parsed_content("ckpt_path").endswith("models/model_ct.pt")
-    assert type(parser.get_parsed_content("inferer")).__name__ == "SliceInferer"  # CT: no test-time augmentation
+    assert type(parser.get_parsed_content("augmented_inferer")).__name__ == "SliceInferer"  # CT: no test-time augmentation
+    inferer = parser.get_parsed_content("inferer")  # autocast around it, off unless amp
+    assert type(inferer).__name__ == "AutocastInferer" and not inferer.enabled
+    assert inferer.inferer is parser.get_parsed_content("augmented_inferer")
     parser = ConfigParser()
     parser.read_config(INFERENCE)
     parser.update({"bundle_root": str(BUNDLE), "bias_correction": False})
@@ -205,7 +208,7 @@ def test_modality_selects_normalization_and_checkpoint():
     assert "ScaleIntensityRangePercentilesCappedd" in names and "ScaleIntensityRanged" not in names
     assert "N4BiasFieldCorrectiond" not in names
     assert parser.get_parsed_content("ckpt_path").endswith("models/model.pt")
-    inferer = parser.get_parsed_content("inferer")  # MR: test-time augmentation around the slice inferer
+    inferer = parser.get_parsed_content("augmented_inferer")  # MR: test-time augmentation around the slice inferer
     assert type(inferer).__name__ == "TestTimeAugmentationInferer" and inferer.inferer is parser.get_parsed_content("slice_inferer")
     assert inferer.slice_dim == 2 and inferer.gammas and inferer.zooms
     if HAS_N4:

@@ -90,3 +90,47 @@ def test_meta_tensor_in_meta_tensor_out():
 def test_refuses_meaningless_settings(kwargs, message):
     with pytest.raises((ValueError, TypeError), match=message):
         inferers.TestTimeAugmentationInferer(slice_inferer(), **kwargs)
+
+
+class _Recorder(torch.nn.Module):
+    """A tiny U-Net that records the dtype its convolutions ran in and whether autocast was on."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = tiny_unet().eval()
+        self.seen = []
+
+    def forward(self, x):
+        out = self.net(x)
+        self.seen.append((out.dtype, torch.is_autocast_enabled("cpu")))
+        return out
+
+
+def test_autocast_runs_the_network_in_bfloat16_and_merges_in_float32():
+    x = volume()
+    network = _Recorder()
+    wrapped = inferers.AutocastInferer(inferers.TestTimeAugmentationInferer(slice_inferer()), "cpu")
+    out = probabilities(wrapped, network, x)
+    assert network.seen and all(s == (torch.bfloat16, True) for s in network.seen)  # every window, every pass
+    assert not torch.is_autocast_enabled("cpu")  # left as found
+    with torch.no_grad():
+        raw = wrapped(x, network)
+    assert raw.dtype == torch.float32
+    # bfloat16 keeps 8 bits of mantissa: the probabilities move, but by far less than a class decision
+    tta = probabilities(inferers.TestTimeAugmentationInferer(slice_inferer()), network.net, x)
+    assert 0 < (out - tta).abs().max() < 0.05
+
+
+def test_autocast_disabled_is_the_inferer_itself():
+    x = volume(1)
+    network = _Recorder()
+    off = inferers.AutocastInferer(slice_inferer(), "cpu", enabled=False)
+    torch.testing.assert_close(probabilities(off, network, x), probabilities(slice_inferer(), network.net, x), rtol=0, atol=0)
+    assert network.seen and all(s == (torch.float32, False) for s in network.seen)
+
+
+def test_autocast_refuses_float16_on_cpu_and_other_types():
+    with pytest.raises(ValueError, match="use torch.bfloat16"):
+        inferers.AutocastInferer(slice_inferer(), "cpu", dtype=torch.float16)
+    with pytest.raises(ValueError, match="bfloat16 or torch.float16"):
+        inferers.AutocastInferer(slice_inferer(), "cpu", dtype=torch.float32)
