@@ -175,8 +175,8 @@ def run_case(spec: dict) -> dict:
     budget = BudgetedNetwork(network, device, spec.get("network_calls"))
     ref_before = conv_reference(device, spec.get("ref_batch", 4), spec.get("ref_repeats", 3), amp, False, spec.get("ref_scale", 1.0))
 
-    def infer():
-        with eval_mode(network), autocast(device, amp):
+    def infer():  # the config's inferer autocasts the network's calls when amp (custom.inferers.AutocastInferer)
+        with eval_mode(network):
             return inferer(image, budget)
 
     pred = _stage(stages, "network", infer, device)

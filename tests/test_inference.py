@@ -20,6 +20,7 @@ from monai.bundle import ConfigParser, ConfigWorkflow
 
 import custom.transforms
 from custom.data import list_inputs
+from custom.inferers import native_bfloat16
 
 from tests.helpers import REPO, BUNDLE, INFERENCE, MR, MR_LABEL, CT, DICOM, HAS_N4, HAS_SKIMAGE, TINY, FAST, tiny_checkpoint
 
@@ -198,8 +199,8 @@ def test_modality_selects_normalization_and_checkpoint():
     assert "ScaleIntensityRanged" in names and "ScaleIntensityRangePercentilesCappedd" not in names
     assert parser.get_parsed_content("ckpt_path").endswith("models/model_ct.pt")
     assert type(parser.get_parsed_content("augmented_inferer")).__name__ == "SliceInferer"  # CT: no test-time augmentation
-    inferer = parser.get_parsed_content("inferer")  # autocast around it, off unless amp
-    assert type(inferer).__name__ == "AutocastInferer" and not inferer.enabled
+    inferer = parser.get_parsed_content("inferer")  # autocast around it where the CPU has bfloat16 instructions
+    assert type(inferer).__name__ == "AutocastInferer" and inferer.enabled == native_bfloat16("cpu")
     assert inferer.inferer is parser.get_parsed_content("augmented_inferer")
     parser = ConfigParser()
     parser.read_config(INFERENCE)

@@ -134,3 +134,15 @@ def test_autocast_refuses_float16_on_cpu_and_other_types():
         inferers.AutocastInferer(slice_inferer(), "cpu", dtype=torch.float16)
     with pytest.raises(ValueError, match="bfloat16 or torch.float16"):
         inferers.AutocastInferer(slice_inferer(), "cpu", dtype=torch.float32)
+
+
+@pytest.mark.parametrize("flags, native", [
+    ("fpu sse avx2 avx512f avx512bw avx512_bf16 avx512_vnni", True),
+    ("fpu sse avx2 amx_tile amx_bf16 amx_int8", True),
+    ("fpu sse avx2 avx512f avx512bw avx512_vnni", False),  # AVX-512 without BF16: bfloat16 emulated, slower
+])
+def test_native_bfloat16_reads_the_cpu_flags(tmp_path, flags, native):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: test\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+    assert inferers.native_bfloat16("cpu", cpu_flags_file=str(cpuinfo)) is native
+    assert inferers.native_bfloat16("cpu", cpu_flags_file=str(tmp_path / "missing")) is False  # not Linux: no autocast

@@ -14,7 +14,24 @@ from typing import Any, Callable
 import torch
 from monai.inferers import Inferer
 
-__all__ = ["AutocastInferer"]
+__all__ = ["AutocastInferer", "native_bfloat16"]
+
+
+def native_bfloat16(device: str | torch.device, cpu_flags_file: str = "/proc/cpuinfo") -> bool:
+    """Whether ``device`` computes bfloat16 in hardware, so that autocast to it saves time: a CUDA GPU
+    that supports it, or a CPU whose flags (Linux) list AVX-512 BF16 or AMX BF16. Elsewhere bfloat16
+    is emulated and slower than float32, and configs keep ``amp`` off."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        with open(cpu_flags_file) as f:
+            flags = {flag for line in f if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+    except OSError:  # not Linux: no way to tell here, so no autocast
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 def _to_float32(out: Any) -> Any:
