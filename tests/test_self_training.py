@@ -83,6 +83,9 @@ def test_masks_of_another_teacher_are_refused(tmp_path):
     assert out[0]["label"] == str(mask)
     with pytest.raises(ValueError, match="other inference settings .bridge_radius_mm: 0.0 then, 12.0 now"):
         pseudo_labelled(items, mask.parent, tmp_path, tmp_path / "missing.yaml", {"ckpt_path": str(first), "bridge_radius_mm": 12.0})
+    # the precision is not a mask setting: masks recorded before amp was passed are reused with amp=False
+    out = pseudo_labelled(items, mask.parent, tmp_path, tmp_path / "missing.yaml", {"ckpt_path": str(first), "bridge_radius_mm": 0.0, "amp": False})
+    assert out[0]["label"] == str(mask)
 
 
 def test_two_images_with_one_case_name_are_refused(tmp_path):
