@@ -154,6 +154,8 @@ def test_student_starts_from_the_teacher_and_learns_from_its_masks(tmp_path, mon
     student.initialize()
     student.run()
     student.finalize()
+    # the teacher's masks in float32 whatever inference.yaml's amp default (inference.yaml reads `amp`)
+    assert student.parser.get_parsed_content("pseudo_label_inference")["amp"] is False
 
     mask_file = tmp_path / "student" / "pseudo_labels" / "totalseg_mr_sm_image_seg.nii.gz"
     mask, image = nib.load(mask_file), nib.load(MR)
