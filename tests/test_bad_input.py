@@ -4,6 +4,7 @@ in its first line before any compute, nothing partial is left behind, and nothin
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import logging
 import os
@@ -189,11 +190,13 @@ def test_resampled_size_is_bounded(tmp_path):
     # the count is what Orientationd + Spacingd make of the sample MR (LPS), also when keeping its slices
     parser = ConfigParser()
     parser.read_config(INFERENCE)
-    for keep in (False, True):
-        parser.update({"bundle_root": str(BUNDLE), "bias_correction": False, "spacing": [2.0, 2.5, 1.5], "keep_slices": keep})
+    img = nib.load(str(MR))  # 3 mm slices: kept under keep_slices on a 1.5 mm grid, resampled on a 4 mm one
+    for spacing, keep in itertools.product(([2.0, 2.5, 1.5], [2.0, 2.5, 4.0]), (False, True)):
+        parser.update({"bundle_root": str(BUNDLE), "bias_correction": False, "spacing": spacing, "keep_slices": keep})
         grid = parser.get_parsed_content("preprocessing", lazy=False)({"image": str(MR)})["image"]
-        img = nib.load(str(MR))
-        assert resampled_voxels(img.shape, img.affine, parser.get_parsed_content("pixdim", lazy=False)) == np.prod(grid.shape[1:])
+        assert grid.shape[-1] == (img.shape[2] if keep and spacing[2] < 3.0 else round((img.shape[2] - 1) * 3.0 / spacing[2]) + 1)
+        counted = resampled_voxels(img.shape, img.affine, spacing, parser.get_parsed_content("max_pixdim", lazy=False))
+        assert counted == np.prod(grid.shape[1:])
 
 
 def test_all_bad_files_reported_at_once_then_the_good_ones_kept(tmp_path, caplog):

@@ -148,8 +148,9 @@ def test_orientations_from_a_folder(ckpt, tmp_path):
 
 @pytest.mark.slow
 def test_keep_slices_segments_the_volume_own_slices(ckpt, tmp_path):
-    """keep_slices: in-plane resampling only, so a thick-slice MR goes through the network slice by
-    slice as acquired (in any orientation) and its mask still comes back on the input's grid."""
+    """keep_slices (the default): slices thicker than the grid's are resampled in-plane only, so a
+    thick-slice MR goes through the network slice by slice as acquired (in any orientation) and its mask
+    still comes back on the input's grid; thinner slices are resampled to the grid, never kept."""
     src = nib.load(str(MR))
     thick = nib.Nifti1Image(np.asarray(src.dataobj)[..., ::2], src.affine @ np.diag([1.0, 1.0, 2.0, 1.0]))
     folder = tmp_path / "in"
@@ -158,10 +159,13 @@ def test_keep_slices_segments_the_volume_own_slices(ckpt, tmp_path):
         nib.save(reoriented(thick, codes), str(folder / f"thick_{codes}.nii.gz"))
     parser = ConfigParser()
     parser.read_config(INFERENCE)
-    parser.update({"bundle_root": str(BUNDLE), "keep_slices": True, "bias_correction": False, **FAST})
+    parser.update({"bundle_root": str(BUNDLE), "bias_correction": False, **FAST})
+    assert parser.get_parsed_content("keep_slices") is True
     grid = parser.get_parsed_content("preprocessing")({"image": str(folder / "thick_LPS.nii.gz")})["image"]
-    assert grid.shape[-1] == thick.shape[2]  # the acquired slices, no interpolated ones
+    assert grid.shape[-1] == thick.shape[2]  # the acquired 6 mm slices, no interpolated ones
     np.testing.assert_allclose(grid.pixdim.numpy(), [4.0, 4.0, 6.0], atol=1e-5)
+    thin = parser.get_parsed_content("preprocessing")({"image": str(MR)})["image"]  # 3 mm slices
+    np.testing.assert_allclose(thin.pixdim.numpy(), [4.0, 4.0, 4.0], atol=1e-5)
     out = tmp_path / "eval"
     run_bundle(input=str(folder), ckpt_path=str(ckpt), output_dir=str(out), bias_correction=False,
                largest_component=False, keep_slices=True, **FAST)

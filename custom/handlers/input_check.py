@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 import nibabel as nib
 import numpy as np
 from ignite.engine import Engine, Events
+from monai.data.utils import AFFINE_TOL
 
 from custom.data import read_image
 
@@ -48,16 +49,22 @@ class InputError(ValueError):
         super().__init__(header + ":\n" + "\n".join(f"  - {p}" for p in self.problems))
 
 
-def resampled_voxels(shape: Sequence[int], affine: np.ndarray, pixdim: Sequence[float]) -> int:
+def resampled_voxels(
+    shape: Sequence[int], affine: np.ndarray, pixdim: Sequence[float], max_pixdim: Sequence[float] | None = None
+) -> int:
     """Voxels of a volume of ``shape`` and voxel-to-RAS ``affine`` after RAS orientation and resampling
-    to ``pixdim`` (per RAS axis; 0 keeps that axis' own spacing), as ``Orientationd`` + ``Spacingd`` do."""
+    to ``pixdim`` (per RAS axis; 0 keeps that axis' own spacing), as ``Orientationd`` + ``Spacingd`` do;
+    with ``max_pixdim``, an axis whose own spacing lies between ``pixdim`` and ``max_pixdim`` is kept,
+    as ``Spacingd(max_pixdim=...)`` keeps it."""
     affine = np.asarray(affine, dtype=np.float64)
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     ras_axis = nib.orientations.io_orientation(affine)[:, 0]  # the RAS axis of each stored axis
     count = 1
     for n, s, axis in zip(shape, spacing, ras_axis):
         target = float(pixdim[int(axis)]) if not np.isnan(axis) else 0.0
-        count *= n if target <= 0 else int(np.round((n - 1) * s / target)) + 1  # between voxel centres, as MONAI
+        upper = target if max_pixdim is None or np.isnan(axis) else max(float(max_pixdim[int(axis)]), target)
+        kept = target <= 0 or target - AFFINE_TOL <= s <= upper + AFFINE_TOL
+        count *= n if kept else int(np.round((n - 1) * s / target)) + 1  # between voxel centres, as MONAI
     return int(count)
 
 
@@ -76,6 +83,7 @@ class InputCheck:
 
     Args:
         pixdim: the spacing the preprocessing resamples to, per RAS axis (0 keeps the axis' own).
+        max_pixdim: the preprocessing's ``max_pixdim`` (own spacings up to it are kept), or None.
         max_voxels: the largest resampled grid accepted, in voxels.
         percentiles: the MR normalization's percentiles (``mr_percentiles``), or None.
         window: the CT normalization's window (``ct_window``), or None.
@@ -85,6 +93,7 @@ class InputCheck:
     def __init__(
         self,
         pixdim: Sequence[float],
+        max_pixdim: Sequence[float] | None = None,
         max_voxels: float = 5e7,
         percentiles: Sequence[float] | None = None,
         window: Sequence[float] | None = None,
@@ -92,6 +101,7 @@ class InputCheck:
         name: str | None = None,
     ) -> None:
         self.pixdim = [float(p) for p in pixdim]
+        self.max_pixdim = None if max_pixdim is None else [float(p) for p in max_pixdim]
         self.max_voxels = int(max_voxels)
         self.percentiles = percentiles
         self.window = window
@@ -126,7 +136,7 @@ class InputCheck:
         img = read_image(path, problems, single_channel=True)
         if img is None or not is_image:
             return
-        voxels = resampled_voxels(img.shape, img.affine, self.pixdim)
+        voxels = resampled_voxels(img.shape, img.affine, self.pixdim, self.max_pixdim)
         if voxels > self.max_voxels:
             problems.append(
                 f"{path}: {voxels:,} voxels after resampling {tuple(img.shape)} to {self.pixdim} mm, more than "
