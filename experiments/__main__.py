@@ -12,7 +12,7 @@ Commands::
     python -m experiments figures runs/reduced         # Fig. 6-, 7- and 8-like PNGs in runs/reduced/figures
     python -m experiments tiny_dataset OUT_DIR         # a tiny k-fold dataset from bundle/sample_data
     python -m experiments liver_intensity D.json [--configs "['experiments/configs/foreground_norm.yaml']"]
-    python -m experiments mask_errors MASK_DIR D.json  # Dice, excess and missed liver of written masks
+    python -m experiments mask_errors MASK_DIR D.json  # Dice, excess (far, beyond) and missed liver of masks
     python -m experiments bridge_radius "[DIR,[DIR_F0,DIR_F1]]" D.json  # bridge_radius_mm on written probabilities
     python -m experiments test_time_augmentation CKPT D.json  # Dice with gamma / zoom test-time averaging
 
@@ -87,15 +87,17 @@ def liver_intensity(datalist: str, dataset_dir: str | None = None, configs=(), b
     return None
 
 
-def mask_errors(mask_dir: str, datalist: str, dataset_dir: str | None = None):
-    """Dice, and the voxels added and missed as fractions of the liver, of the masks in ``mask_dir``."""
+def mask_errors(mask_dir: str, datalist: str, dataset_dir: str | None = None, far_mm: float = 10.0):
+    """Dice, and the voxels added and missed as fractions of the liver, of the masks in ``mask_dir``; of
+    the added, those farther than ``far_mm`` from the liver and those in axial slices without liver."""
     from .masks import mask_errors as measure
 
-    rows = measure(mask_dir, datalist, dataset_dir)
+    rows = measure(mask_dir, datalist, dataset_dir, far_mm)
+    keys = ["excess", "missed", "excess_far", "excess_beyond"]
     for r in rows:
-        print(f"{r['id']}\tdice {r['dice']:.3f}\texcess {r['excess']:.2f}\tmissed {r['missed']:.2f}")
-    print(f"mean ({len(rows)})\tdice {np.mean([r['dice'] for r in rows]):.3f}\texcess {np.mean([r['excess'] for r in rows]):.2f}"
-          f"\tmissed {np.mean([r['missed'] for r in rows]):.2f}")
+        print(f"{r['id']}\tdice {r['dice']:.3f}\t" + "\t".join(f"{k} {r[k]:.2f}" for k in keys))
+    print(f"mean ({len(rows)})\tdice {np.mean([r['dice'] for r in rows]):.3f}\t"
+          + "\t".join(f"{k} {np.mean([r[k] for r in rows]):.2f}" for k in keys))
     return None
 
 

@@ -17,6 +17,7 @@ import nibabel as nib
 import numpy as np
 
 from monai.transforms.utils import get_largest_connected_component_mask
+from scipy.ndimage import distance_transform_edt
 
 from custom.data import datalist_items, pseudo_label_path
 from custom.transforms import detach_thin_bridges
@@ -39,9 +40,12 @@ def _liver(item: dict, label_img: nib.Nifti1Image) -> np.ndarray:
     return liver
 
 
-def mask_errors(mask_dir: str, datalist: str, dataset_dir: str | None = None) -> list[dict]:
+def mask_errors(mask_dir: str, datalist: str, dataset_dir: str | None = None, far_mm: float = 10.0) -> list[dict]:
     """Per labelled MR item with a mask in ``mask_dir``: Dice, and the voxels the mask adds (``excess``)
-    and misses (``missed``), each as a fraction of the liver's volume.
+    and misses (``missed``), each as a fraction of the liver's volume; of the excess, the part farther
+    than ``far_mm`` from the liver (``excess_far``: other organs, not a border drawn wide) and the part in
+    axial slices (RAS, through the affine) that hold no liver (``excess_beyond``: above its dome or
+    below its tip), as fractions of the liver's volume too.
 
     Raises:
         FileNotFoundError: no labelled MR item of the datalist has a mask there.
@@ -57,11 +61,18 @@ def mask_errors(mask_dir: str, datalist: str, dataset_dir: str | None = None) ->
         mask = np.asarray(mask_img.dataobj).reshape(mask_img.shape[:3]) > 0
         liver = _liver(item, label_img)
         size = liver.sum()
+        excess = mask & ~liver
+        distance = distance_transform_edt(~liver, sampling=nib.affines.voxel_sizes(label_img.affine)[:3])
+        axial = int(np.nonzero(nib.orientations.io_orientation(label_img.affine)[:, 0] == 2)[0][0])  # the S axis
+        other = tuple(a for a in range(3) if a != axial)
+        slices_without_liver = np.expand_dims(~liver.any(axis=other), other)
         rows.append({
             "id": item["id"],
             "dice": float(2 * (mask & liver).sum() / (mask.sum() + size)),
-            "excess": float((mask & ~liver).sum() / size),
+            "excess": float(excess.sum() / size),
             "missed": float((~mask & liver).sum() / size),
+            "excess_far": float((excess & (distance > far_mm)).sum() / size),
+            "excess_beyond": float((excess & slices_without_liver).sum() / size),
         })
     if not rows:
         raise FileNotFoundError(f"no mask <case>_seg.nii.gz in {os.path.abspath(mask_dir)!r} for a labelled MR item of {datalist!r}")

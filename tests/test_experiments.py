@@ -262,6 +262,44 @@ def test_mask_errors_measure_written_masks_against_the_labels(tmp_path):
         mask_errors(str(tmp_path), str(datalist))
 
 
+def test_mask_errors_tell_far_and_beyond_excess_in_any_orientation(tmp_path):
+    """Of the excess, a one-voxel rim (3 mm) is neither far nor beyond; a plane beside the liver is far
+    where it leaves it, and beyond in the axial slices without liver: found through the affine, also
+    with the superior axis stored first."""
+    from custom.data import pseudo_label_path
+    from experiments.masks import mask_errors
+
+    mr = json.loads((SAMPLE / "datalist.json").read_text())["mr"][0]
+    label = nib.load(SAMPLE / mr["label"])
+    assert nib.aff2axcodes(label.affine) == ("L", "P", "S")
+    liver = np.asarray(label.dataobj) > 0
+    rim = liver.copy()
+    rim[1:] |= liver[:-1]
+    plane = liver.copy()
+    plane[np.nonzero(liver)[0].min() - 1] = True
+    slices_without = int((~liver.any(axis=(0, 1))).sum())
+    for order in ([0, 1, 2], [2, 0, 1]):  # as stored, and S first
+        affine = label.affine[:, order + [3]]
+        case = tmp_path / f"order_{order[0]}"
+        case.mkdir()
+        nib.save(nib.Nifti1Image(liver.transpose(order).astype(np.uint8), affine), case / "liver_label.nii.gz")
+        nib.save(nib.Nifti1Image(liver.transpose(order).astype(np.float32), affine), case / "liver_image.nii.gz")
+        datalist = case / "datalist.json"
+        item = {"image": "liver_image.nii.gz", "label": "liver_label.nii.gz"}
+        datalist.write_text(json.dumps({"ct": [item], "mr": [item]}))
+        for mask, expected_beyond in ((rim, 0.0), (plane, liver.shape[1] * slices_without / liver.sum())):
+            masks = case / "masks"
+            masks.mkdir(exist_ok=True)
+            nib.save(nib.Nifti1Image(mask.transpose(order).astype(np.uint8), affine), pseudo_label_path(str(case / "liver_image.nii.gz"), masks))
+            (row,) = mask_errors(str(masks), str(datalist))
+            assert row["excess"] == pytest.approx((mask & ~liver).sum() / liver.sum()) and row["excess"] > 0
+            assert row["excess_beyond"] == pytest.approx(expected_beyond)
+            if mask is rim:
+                assert row["excess_far"] == 0.0
+            else:
+                assert expected_beyond < row["excess_far"] < row["excess"]
+
+
 def test_bridge_radius_sweep_scores_written_probabilities(tmp_path):
     """inference.yaml's last steps on a probability file: a blob joined to the liver by a thin bar is
     kept by the largest component alone (radius 0) and cut at 8 mm, which scores higher and is chosen;
