@@ -114,12 +114,14 @@ def inference_cases(args, tmp: Path) -> list[dict]:
         return []
     volumes = [(args.mr_case, str(data / "mr" / f"{args.mr_case}_image.nii.gz"), "mr"),
                ("chaos_ct3", str(data / "ct" / "chaos_ct3_image.nii.gz"), "ct")]
-    sizes = {"paper": {"overrides": PAPER_OVERRIDES, "load_weights": False},
+    sizes = {"paper": {"overrides": {**PAPER_OVERRIDES, "keep_slices": False}, "load_weights": False},
              "paper_keep_slices": {"overrides": {**PAPER_OVERRIDES, "keep_slices": True}, "load_weights": False},
              "shipped": {"overrides": {}, "load_weights": True},
              "shipped_one_path": {"overrides": {"extra_paths": []}, "load_weights": False},
              "shipped_ensemble": {"overrides": {}, "configs": ["ensemble.yaml"], "load_weights": True},
              "shipped_no_tta": {"overrides": {"test_time_augmentation": False}, "load_weights": True},
+             "shipped_isotropic": {"overrides": {"keep_slices": False}, "load_weights": True},
+             "shipped_isotropic_no_tta": {"overrides": {"keep_slices": False, "test_time_augmentation": False}, "load_weights": True},
              "shipped_self_ensemble": {"overrides": {}, "configs": ["self_ensemble.yaml"], "load_weights": True},
              "shipped_seed_ensemble": {"overrides": {}, "configs": ["self_ensemble.yaml", "seed_ensemble.yaml"], "load_weights": True}}
     return [dict(name=f"{name} {size}", image=image, modality=modality, config=size, **sizes[size])
@@ -210,12 +212,13 @@ def parse_args(argv=None):
                    help="training configs: paper (paper.yaml), shipped (train.yaml as it is), shipped_consistency "
                         "(the same with mr_consistency 1.0), sample (sample.yaml)")
     p.add_argument("--inference-configs", nargs="*", default=["paper", "paper_keep_slices", "shipped", "shipped_one_path"],
-                   help="inference sizes of the real cases: paper (paper.yaml, random weights: time does not depend on "
-                        "them), paper_keep_slices (the same on the volume's own slices, keep_slices), shipped "
+                   help="inference sizes of the real cases: paper (paper.yaml on the isotropic grid, random weights: time "
+                        "does not depend on them), paper_keep_slices (the same with thick slices kept, keep_slices), shipped "
                         "(inference.yaml as it is, with models/model.pt: MR through both paths, test-time augmentation on) and shipped_one_path "
                         "(the same sizes through MR's path alone, extra_paths [], random weights); shipped_ensemble "
                         "(ensemble.yaml: the shipped model and the CT-only U-Net, models/model_ensemble.pt); shipped_no_tta "
-                        "(shipped without test-time augmentation: one pass instead of five), shipped_self_ensemble "
+                        "(shipped without test-time augmentation: one pass instead of five), shipped_isotropic and "
+                        "shipped_isotropic_no_tta (the same two on the isotropic grid, keep_slices false), shipped_self_ensemble "
                         "(self_ensemble.yaml, models/model_self_ensemble.pt) and shipped_seed_ensemble (seed_ensemble.yaml, "
                         "models/model_seed_ensemble.pt)")
     p.add_argument("--paper-batch", type=int, default=1)
