@@ -96,11 +96,11 @@ def _stage(stages: list, name: str, fn, device):
     return out
 
 
-def window_flops(network: torch.nn.Module, roi: list[int], device, amp: bool) -> float:
-    """FLOPs of the network on one window (one slice at roi size), counted by FlopCounterMode."""
+def window_flops(network: torch.nn.Module, roi: list[int], device, amp: bool, channels: int = 1) -> float:
+    """FLOPs of the network on one window (one slice of ``channels`` at roi size), counted by FlopCounterMode."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    x = torch.zeros(1, 1, *roi, device=device)
+    x = torch.zeros(1, channels, *roi, device=device)
     with FlopCounterMode(display=False) as counter, torch.no_grad(), autocast(device, amp):
         network(x)
     return float(counter.get_total_flops())
@@ -196,7 +196,7 @@ def run_case(spec: dict) -> dict:
     stages[-1]["measured_seconds"] = inferer_s
     stages[-1]["extrapolated_seconds"] = extrapolated_s
     with eval_mode(network):
-        flops_window = window_flops(network, roi, device, amp)
+        flops_window = window_flops(network, roi, device, amp, channels=image.shape[1])
 
     def to_items():
         items_b = decollate_batch(batch, detach=True)

@@ -67,6 +67,8 @@ class Method:
         probabilities averaged over gammas and in-plane zooms; the training is unchanged).
     pseudo_label_test_time_augmentation: the same for a student's masks (``self_training.yaml``'s
         ``pseudo_label_test_time_augmentation``).
+    slice_context: ``slice_context`` (neighbouring slices each side as input channels), in training and
+        test alike (0: one slice, as every table before it was written).
     """
 
     key: str
@@ -84,6 +86,7 @@ class Method:
     mr_tail_cap: float = 0.0
     test_time_augmentation: bool = False
     pseudo_label_test_time_augmentation: bool = False
+    slice_context: int = 0
 
     def config_files(self) -> list[str]:
         files = [str(BUNDLE_CONFIGS / "train.yaml")]
@@ -198,6 +201,14 @@ _DA["dalace_consistency"] = Method(
 _DA.update({f"dalace_consistency_{k[len('dalace_'):]}": replace(
     _DA[k], key=f"dalace_consistency_{k[len('dalace_'):]}", configs=("experiments/mr_consistency.yaml",), run_as="dalace_consistency")
     for k in ("dalace_both_paths_bridges_tail_cap", "dalace_both_paths_bridges_tail_cap_tta")})
+
+
+# ... and DALACE with through-plane context (train.yaml's slice_context: each slice with one neighbour above and
+# one below as input channels), trained and tested so, as the two rows above it
+_DA.update({f"dalace_context_{k[len('dalace_'):]}": replace(
+    _DA[k], key=f"dalace_context_{k[len('dalace_'):]}", run_as="dalace_context", slice_context=1)
+    for k in ("dalace_both_paths_bridges_tail_cap", "dalace_both_paths_bridges_tail_cap_tta")})
+_DA["dalace_context"] = replace(_DA["dalace_tail_cap"], key="dalace_context", run_as=None, slice_context=1)
 
 
 def _with(first: str, m: Method) -> Method:
@@ -330,6 +341,10 @@ TABLES: dict[str, Table] = {
              "dalace_consistency_both_paths_bridges_tail_cap"),
             ("DALACE (capped) trained with MR's consistency, as above, test-time augmentation", "da",
              "dalace_consistency_both_paths_bridges_tail_cap_tta"),
+            ("DALACE (capped) with neighbouring slices as channels (slice_context 1), both paths, thin bridges cut", "da",
+             "dalace_context_both_paths_bridges_tail_cap"),
+            ("DALACE (capped) with neighbouring slices as channels, as above, test-time augmentation", "da",
+             "dalace_context_both_paths_bridges_tail_cap_tta"),
             ("MR-supervised U-Net (upper bound)", "da", "unet_mr"),
         ),
         (("DSC (std)", None, "mr"),),

@@ -251,6 +251,8 @@ class Experiment:
             keyed["co_teacher"] = co_teacher["dir"].name
         if method.mr_tail_cap and set(method.uses) & {"mr", "mr_labels"}:  # a CT-only training reads no MR
             keyed["mr_tail_cap"] = method.mr_tail_cap
+        if method.slice_context:
+            keyed["slice_context"] = method.slice_context
         key = xdata.digest(keyed)
         run_dir = self.root / "runs" / f"{method.run_as or method.key}-{key}"
         overrides = {
@@ -267,6 +269,7 @@ class Experiment:
             "validate#enabled": False,  # the held-out fold is the test set: no model selection on it
             "image_grids": False,
             "mr_tail_cap": method.mr_tail_cap,
+            "slice_context": method.slice_context,
         }
         if teacher is not None:  # a fraction of the teacher's epochs, the pair game on from the start
             epochs = max(1, round(int(self.s.epochs) * STUDENT_EPOCH_FRACTION))
@@ -400,6 +403,8 @@ class Experiment:
             ekey_of["mr_tail_cap"] = method.mr_tail_cap
         if method.test_time_augmentation and test == "mr":
             ekey_of["test_time_augmentation"] = True
+        if method.slice_context:
+            ekey_of["slice_context"] = method.slice_context
         ekey = xdata.digest(ekey_of)
         edir = spec["dir"] / f"eval-{test}-{ekey}"
         done = edir / "eval.json"
@@ -443,6 +448,7 @@ class Experiment:
             "num_workers": 0,
             "bridge_radius_mm": radius,
             "mr_tail_cap": method.mr_tail_cap,
+            "slice_context": method.slice_context,
         }
         overrides["extra_paths"] = ["ct"] if kind in ("both_paths", "ensemble", "self_ensemble") else []
         # explicit either way: a row's figures must not change with inference.yaml's default

@@ -116,3 +116,15 @@ def test_the_training_chains_carry_the_augmentation_where_the_configs_say(config
     kinds = {type(t) for t in chain}
     assert ({RandLocationScaleIntensityd, RandConvIntensityd} <= kinds) == expected
     assert expected or not kinds & {RandLocationScaleIntensityd, RandConvIntensityd}
+
+
+def test_random_convolution_renders_every_channel_through_the_same_network():
+    """Neighbouring slices as channels (slice_context) keep one appearance: each channel comes out as it
+    would alone under the same draw, and identical channels stay identical."""
+    x = torch.stack([ramp()[0], ramp()[0].flip(-1), ramp()[0].transpose(-1, -2)])
+    out = RandConvIntensity(prob=1.0, mix_range=(1, 1)).set_random_state(5)(x)
+    for c in range(3):
+        alone = RandConvIntensity(prob=1.0, mix_range=(1, 1)).set_random_state(5)(x[c : c + 1])
+        torch.testing.assert_close(out[c : c + 1], alone)
+    same = RandConvIntensity(prob=1.0, mix_range=(1, 1)).set_random_state(2)(ramp().repeat(3, 1, 1))
+    assert torch.equal(same[0], same[1]) and torch.equal(same[0], same[2])

@@ -209,3 +209,44 @@ def _flatten(obj, prefix=""):
     if isinstance(obj, (list, tuple)):
         return _flatten(dict(enumerate(obj)), prefix)
     return {prefix: obj}
+
+
+def test_slice_context_trains_on_neighbouring_slices_and_segments_thick_slices(tmp_path, monkeypatch):
+    """slice_context 1 from the real configs: training slices carry their neighbours as channels (the label
+    its own slice), every network takes them, and inference builds the same input from a thick-slice volume
+    kept as acquired (neighbours interpolated 6 mm away), writing the mask on the input's grid; a model of
+    the other input is refused by name before any case is read."""
+    import nibabel as nib
+    import numpy as np
+
+    from tests.helpers import INFERENCE, MR
+
+    monkeypatch.chdir(BUNDLE)
+    wf = ConfigWorkflow(config_file=config_files("dalace_da"), workflow_type="train", **overrides(tmp_path, slice_context=1))
+    wf.initialize()
+    sample = wf.parser.get_parsed_content("train#dataset")[0]
+    assert sample["ct_image"].shape[0] == 3 and sample["mr_image"].shape[0] == 3 and sample["ct_label"].shape[0] == 1
+    wf.run()
+    wf.finalize()
+    weights = torch.load(tmp_path / "model.pt", weights_only=True)
+    first = [v for k, v in weights.items() if k.endswith("weight") and v.ndim == 4][0]
+    assert first.shape[1] == 3, first.shape
+
+    src = nib.load(str(MR))
+    thick = nib.Nifti1Image(np.asarray(src.dataobj)[..., ::2], src.affine @ np.diag([1.0, 1.0, 2.0, 1.0]))
+    nib.save(thick, str(tmp_path / "thick.nii.gz"))
+    infer = {"bundle_root": str(BUNDLE), "input": str(tmp_path / "thick.nii.gz"), "models_dir": str(tmp_path),
+             "output_dir": str(tmp_path / "eval"), "bias_correction": False, "test_time_augmentation": False,
+             "slice_context": 1}
+    parser = ConfigWorkflow(config_file=[INFERENCE, TINY], workflow_type="infer", **infer)  # the training's sizes
+    parser.initialize()
+    grid = parser.parser.get_parsed_content("preprocessing")({"image": str(tmp_path / "thick.nii.gz")})["image"]
+    assert grid.shape[0] == 3 and grid.shape[-1] == thick.shape[2]  # 6 mm slices kept, each with its neighbours
+    parser.run()
+    parser.finalize()
+    seg = nib.load(str(tmp_path / "eval" / "thick_seg.nii.gz"))
+    assert seg.shape == thick.shape and np.allclose(seg.affine, thick.affine, atol=1e-4)
+    with pytest.raises(Exception) as err:
+        ConfigWorkflow(config_file=[INFERENCE, TINY], workflow_type="infer", **{**infer, "slice_context": 0}).initialize()
+    assert "takes 3 image channels and this network_def 1: slice_context" in str(err.value.__cause__)
+    assert str(tmp_path / "model.pt") in str(err.value.__cause__)

@@ -9,7 +9,7 @@ from monai.bundle import ConfigParser
 from monai.transforms import Compose
 
 from tests.helpers import BUNDLE  # noqa: E402
-SHARED_IDS = ["spacing", "roi_size", "ct_window", "mr_percentiles", "mr_tail_cap", "bias_correction", "width", "num_res_blocks", "code_dim", "segmenter", "models_dir", "extra_paths"]
+SHARED_IDS = ["spacing", "roi_size", "ct_window", "mr_percentiles", "mr_tail_cap", "bias_correction", "width", "num_res_blocks", "code_dim", "segmenter", "models_dir", "extra_paths", "slice_context", "image_channels", "neighbour_slices"]
 
 
 def parser(*files, **overrides):
@@ -29,14 +29,15 @@ def test_shared_ids_have_equal_values(extra):
     assert strip(train["n4"]) == strip(infer["n4"])
 
 
-@pytest.mark.parametrize("modality", ["ct", "mr"])
-def test_training_and_inference_preprocess_to_the_same_voxels(modality):
+@pytest.mark.parametrize("modality, slice_context", [("ct", 0), ("mr", 0), ("mr", 1)])
+def test_training_and_inference_preprocess_to_the_same_voxels(modality, slice_context):
     files = {"ct": "ct/totalseg_ct_sm_image.nii.gz", "mr": "mr/totalseg_mr_sm_image.nii.gz"}
     item = {"image": str(BUNDLE / "sample_data" / files[modality])}
-    fast = {"bias_correction": False, "spacing": [4.0, 4.0, 4.0]}  # N4's own settings are compared above
+    # N4's own settings are compared above; the sample's 3 mm slices resampled to the 4 mm grid either way
+    fast = {"bias_correction": False, "spacing": [4.0, 4.0, 4.0], "slice_context": slice_context}
     train = Compose(parser("train.yaml", **fast).get_parsed_content(f"preprocessing_{modality}"))(dict(item))
     infer = parser("inference.yaml", modality=modality, **fast).get_parsed_content("preprocessing")(dict(item))
-    assert train["image"].shape == infer["image"].shape
+    assert train["image"].shape == infer["image"].shape and train["image"].shape[0] == 2 * slice_context + 1
     np.testing.assert_allclose(torch.as_tensor(train["image"]).numpy(), torch.as_tensor(infer["image"]).numpy(), atol=1e-6)
     np.testing.assert_allclose(train["image"].affine, infer["image"].affine)
     assert float(infer["image"].min()) >= -1.0 and float(infer["image"].max()) <= 1.0

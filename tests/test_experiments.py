@@ -487,6 +487,23 @@ def test_ensemble_rows_average_the_dalace_run_and_the_u_net(tiny_experiment):
 
 
 @pytest.mark.slow
+def test_context_rows_train_and_test_on_neighbouring_slices(tiny_experiment):
+    """The slice_context rows train runs of their own (keyed apart from train.yaml's) whose networks take a
+    slice and its two neighbours, and test them with the same input."""
+    settings, _ = tiny_experiment
+    out = Path(settings.output)
+    results, _ = rerun_table_a(settings, "dalace_context_both_paths_bridges_tail_cap")
+    cells = [c for c in results["cells"] if c["method"] == "dalace_context_both_paths_bridges_tail_cap"]
+    assert len(cells) == 2 and all(c["run"].startswith("dalace_context-") for c in cells)
+    for cell in cells:
+        assert results["runs"][cell["run"]]["overrides"]["slice_context"] == 1
+        record = json.loads((out / cell["eval_dir"] / "eval.json").read_text())
+        assert record["overrides"]["slice_context"] == 1 and len(record["cases"]) == 1
+        weights = torch.load(out / "runs" / cell["run"] / "models" / "model.pt", weights_only=True)
+        assert weights["anatomy_encoder.model.0.conv.weight"].shape[1] == 3
+
+
+@pytest.mark.slow
 def test_bridge_rows_evaluate_the_same_runs_with_the_step(tiny_experiment):
     """The *_bridges rows test the trained runs again (none retrained), with inference.yaml's bridge
     radius reaching its postprocessing; the rows without it keep the largest component alone, and the

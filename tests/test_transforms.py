@@ -519,3 +519,49 @@ def test_detach_thin_bridges_keeps_a_mask_with_no_core_and_refuses_unknown_spaci
     for bad in (-1.0, "12", float("nan")):
         with pytest.raises(ValueError, match="bridge_radius_mm. must be a number, 0 or more"):
             DetachThinBridges(bad)
+
+
+def _ramp_volume(depth: int, slice_mm: float, rotate: bool = False) -> MetaTensor:
+    """(1, 2, 2, depth) whose value is the slice index; the affine's third column slice_mm long."""
+    affine = np.diag([1.5, 1.5, slice_mm, 1.0])
+    if rotate:  # the slice axis tilted in the sagittal plane: its spacing is the column's length, not a diagonal entry
+        c, s = np.cos(0.5), np.sin(0.5)
+        affine[:3, :3] = np.array([[1, 0, 0], [0, c, -s], [0, s, c]]) @ affine[:3, :3]
+    return MetaTensor(torch.arange(float(depth)).view(1, 1, 1, depth).repeat(1, 2, 2, 1), affine=torch.as_tensor(affine))
+
+
+def test_neighbouring_slices_on_the_training_grid_are_the_adjacent_slices():
+    from custom.transforms import NeighbouringSlicesd
+
+    img = _ramp_volume(5, 3.0)
+    img.applied_operations.append({"class": "Spacingd"})  # what Invertd reads must survive
+    out = NeighbouringSlicesd("image", num_neighbours=2, distance_mm=3.0)({"image": img})["image"]
+    assert isinstance(out, MetaTensor) and out.shape == (5, 2, 2, 5)
+    assert torch.equal(out.affine, img.affine) and out.applied_operations == img.applied_operations
+    expected = [[0, 0, 0, 1, 2], [0, 0, 1, 2, 3], [0, 1, 2, 3, 4], [1, 2, 3, 4, 4], [2, 3, 4, 4, 4]]
+    assert torch.equal(out[:, 0, 0].as_tensor(), torch.tensor(expected, dtype=torch.float32))  # the ends repeated
+    assert NeighbouringSlicesd("image", num_neighbours=0, distance_mm=3.0)({"image": img})["image"] is img
+
+
+@pytest.mark.parametrize("rotate", [False, True])
+def test_neighbouring_slices_of_thick_slices_are_interpolated_at_the_distance_in_mm(rotate):
+    """7.5 mm slices, neighbours 3 mm away: 0.4 of the way to the next slice, whatever the affine's direction."""
+    from custom.transforms import NeighbouringSlices
+
+    out = NeighbouringSlices(1, distance_mm=3.0)(_ramp_volume(4, 7.5, rotate))
+    torch.testing.assert_close(out[:, 0, 0].as_tensor(), torch.tensor([[0.0, 0.6, 1.6, 2.6], [0, 1, 2, 3], [0.4, 1.4, 2.4, 3.0]]))
+
+
+def test_neighbouring_slices_refuse_what_they_cannot_place():
+    from custom.transforms import NeighbouringSlices
+
+    with pytest.raises(ValueError, match="one-channel 3D image"):
+        NeighbouringSlices(1, 3.0)(_ramp_volume(4, 3.0).repeat(2, 1, 1, 1))
+    with pytest.raises(ValueError, match="needs the image's affine"):
+        NeighbouringSlices(1, 3.0)(torch.zeros(1, 2, 2, 4))
+    for bad in (-1, 1.5, "1"):
+        with pytest.raises(ValueError, match="num_neighbours must be a non-negative integer"):
+            NeighbouringSlices(bad, 3.0)
+    for bad in (0.0, -3.0, float("nan")):
+        with pytest.raises(ValueError, match="distance_mm must be positive"):
+            NeighbouringSlices(1, bad)

@@ -39,8 +39,30 @@ def check_checkpoint(path: str | os.PathLike, what: str = "model checkpoint", ne
         cause = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise ValueError(f"{what} {os.path.abspath(path)!r} {problem}: {type(e).__name__}: {cause[:200]}") from e
     if network is not None and isinstance(state, dict):
-        _check_keys(path, what, set(state), set(network.state_dict()))
+        expected = network.state_dict()
+        _check_keys(path, what, set(state), set(expected))
+        _check_shapes(path, what, state, expected)
     return str(path)
+
+
+def _check_shapes(path: str | os.PathLike, what: str, found: dict, expected: dict) -> None:
+    """A checkpoint of the same layers at other sizes (widths, code_dim, input channels): say which, and
+    the input's channels where they differ (``slice_context``), before any case is read."""
+    differ = [k for k, v in expected.items() if hasattr(found[k], "shape") and tuple(found[k].shape) != tuple(v.shape)]
+    if not differ:
+        return
+    hint = " The sizes (width, num_res_blocks, code_dim, segmenter#features) must be those the model was trained with."
+    first = next((k for k, v in expected.items() if v.ndim == 4), None)  # the first convolution reads the image
+    if first in differ and found[first].shape[1] != expected[first].shape[1]:
+        hint = (
+            f" The model takes {found[first].shape[1]} image channels and this network_def {expected[first].shape[1]}: "
+            "slice_context must be the training's (2 * slice_context + 1 channels: a slice and its neighbours)."
+        )
+    shown = ", ".join(f"{k} {tuple(found[k].shape)} instead of {tuple(expected[k].shape)}" for k in differ[:3])
+    raise ValueError(
+        f"{what} {os.path.abspath(path)!r} holds this network_def's layers at other sizes: {shown}"
+        f"{' and more' if len(differ) > 3 else ''}.{hint}"
+    )
 
 
 def _check_keys(path: str | os.PathLike, what: str, found: set[str], expected: set[str]) -> None:

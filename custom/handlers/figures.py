@@ -162,7 +162,7 @@ class ImageGridHandler:
         self.network.train(was_training)
 
         def cols(t: torch.Tensor) -> list[np.ndarray]:
-            return [a[0] for a in t.detach().float().cpu().numpy()]
+            return [a[len(a) // 2] for a in t.detach().float().cpu().numpy()]  # the slice itself (slice_context)
 
         rows = {"CT": cols(x_ct), "CT ground truth": cols(torch.as_tensor(batch["ct_label"][:n]).float()), "MR": cols(x_mr)}
         for key, value in p.items():
@@ -170,7 +170,7 @@ class ImageGridHandler:
                 continue  # codes, not images
             if key.startswith("seg"):
                 rows[f"{key} liver probability"] = cols(value.float().softmax(1)[:, 1:2])
-            elif value.shape[1] == 1:
+            elif value.shape[1] == x_ct.shape[1]:
                 rows[key] = cols(value)
         return rows
 

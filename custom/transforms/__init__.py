@@ -14,6 +14,8 @@ augmentation, inversion) is MONAI's own; see the bundle's ``configs/train.yaml``
   voxels above the volume's mean, which a large bright cyst does not skew as it does percentiles.
 - :class:`DetachThinBridgesd` (and array form): keeps the liver mask's part within a radius of the
   largest component of its opening, cutting off neighbours joined to it through thin bridges.
+- :class:`NeighbouringSlicesd` (and array form): each slice with its neighbours (at a distance in mm)
+  as channels, through-plane context for the 2D networks (``slice_context``).
 - :class:`RandLocationScaleIntensityd`, :class:`RandConvIntensityd` (and array forms): random
   appearance augmentation of the CT training slices (Bezier/location-scale, random convolutions).
 """
@@ -34,6 +36,7 @@ from .intensity import (
 from .io import AtomicSaveImaged
 from .morphology import DetachThinBridges, DetachThinBridgesd, detach_thin_bridges
 from .labels import LiverLabeld
+from .neighbours import NeighbouringSlices, NeighbouringSlicesd
 from .n4 import N4BiasFieldCorrection, N4BiasFieldCorrectiond
 from .spacing import SafeSpacingd
 
@@ -46,6 +49,8 @@ __all__ = [
     "LiverLabeld",
     "N4BiasFieldCorrection",
     "N4BiasFieldCorrectiond",
+    "NeighbouringSlices",
+    "NeighbouringSlicesd",
     "RandConvIntensity",
     "RandConvIntensityd",
     "RandLocationScaleIntensity",

@@ -180,7 +180,8 @@ class RandConvIntensity(RandomizableTransform):
     Each call draws new weights: ``num_layers`` convolutions of kernel size drawn from
     ``kernel_sizes``, ``channels`` intermediate channels, leaky ReLU between them; the output is
     standardised to the input's mean and standard deviation (inside the value range), mixed with the
-    input by a random weight in ``mix_range``, and clipped to ``value_range``.
+    input by a random weight in ``mix_range``, and clipped to ``value_range``. The channels of a
+    multi-channel image (neighbouring slices) go through the same network, so they keep one appearance.
 
     Args:
         prob: probability of augmenting a sample.
@@ -218,18 +219,17 @@ class RandConvIntensity(RandomizableTransform):
         if spatial not in (2, 3):
             raise ValueError(f"RandConvIntensity expects a channel-first 2D or 3D image, got shape {tuple(x.shape)}.")
         conv = F.conv2d if spatial == 2 else F.conv3d
-        in_ch = x.shape[0]
-        h = x[None]
+        h = x[:, None]  # each channel (a slice's neighbour, slice_context) through the same network
         for i in range(self.num_layers):
             k = int(self.R.choice(self.kernel_sizes))
-            out_ch = in_ch if i == self.num_layers - 1 else self.channels
+            out_ch = 1 if i == self.num_layers - 1 else self.channels
             fan_in = h.shape[1] * k**spatial
             w = torch.from_numpy(self.R.normal(0.0, 1.0 / np.sqrt(fan_in), (out_ch, h.shape[1]) + (k,) * spatial).astype(np.float32))
             b = torch.from_numpy(self.R.normal(0.0, 0.1, out_ch).astype(np.float32))
             h = conv(h, w, b, padding=k // 2)
             if i < self.num_layers - 1:
                 h = F.leaky_relu(h, 0.2)
-        h = h[0]
+        h = h[:, 0]
         # back to the input's statistics, so the blend changes contrast, not overall brightness
         dims = tuple(range(1, x.ndim))
         h = (h - h.mean(dims, keepdim=True)) / h.std(dims, keepdim=True).clamp_min(1e-6)
