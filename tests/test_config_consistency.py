@@ -61,6 +61,17 @@ def test_self_training_masks_test_time_augmentation_reaches_the_teacher_inferenc
     assert augmented.get_parsed_content("pseudo_label_inference")["test_time_augmentation"] is True
 
 
+def test_self_training_masks_slice_context_reaches_the_teacher_inference():
+    """A teacher trained on neighbouring slices writes its masks from the same input; without them the
+    overrides (and the masks' record) are those of before slice_context."""
+    assert "slice_context" not in parser("train.yaml", "self_training.yaml").get_parsed_content("pseudo_label_inference")
+    student = parser("train.yaml", "self_training.yaml", slice_context=1)
+    overrides = student.get_parsed_content("pseudo_label_inference")
+    assert overrides["slice_context"] == 1
+    teacher = parser("inference.yaml", **{k: v for k, v in overrides.items() if k != "ckpt_path"})
+    assert teacher.get_parsed_content("image_channels") == 3
+
+
 @pytest.mark.parametrize("config", ["train.yaml", "inference.yaml"])
 def test_mr_tail_cap_reaches_the_mr_normalization(config):
     """The id the experiments and the CLI override is the one the MR normalization reads."""
