@@ -6,7 +6,8 @@ stomach lie against it (docs/README.md, Performance). Giving each slice its neig
 lets the networks see that context at a 2D network's cost. The neighbours are taken at a fixed distance
 in millimetres, read from the image's affine, so a volume segmented on its own thick slices
 (``keep_slices``) sees the same physical context as the training's isotropic grid: between stored slices
-they are interpolated linearly.
+they are interpolated linearly. Measured cross-validated on CHAOS T2 (docs/shipped/tableA_accuracy_2500_context.md),
+the masks added less along z but missed more liver, no better overall: ``slice_context`` is off by default.
 """
 
 from __future__ import annotations
