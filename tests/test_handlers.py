@@ -102,3 +102,24 @@ def test_each_epoch_draws_the_same_samples_whether_or_not_the_run_was_resumed():
     assert not torch.equal(whole[2], whole[3])  # the epochs still differ from each other
     other_ds = make()
     assert not torch.equal(_draws(other_ds, 3, EpochSeedHandler(5, other_ds))[3], whole[3])
+
+
+def test_image_grids_show_the_slice_itself_of_neighbouring_slice_channels(tmp_path):
+    """With slice_context the images carry a slice and its neighbours: the grids show the middle channel,
+    and the generated images (as many channels as the input) still get their rows."""
+    from monai.networks.nets import BasicUNet
+
+    from custom.handlers import ImageGridHandler
+    from custom.networks import DALACE
+    from tests.helpers import TINY_NET
+
+    torch.manual_seed(0)
+    unet = BasicUNet(spatial_dims=2, in_channels=3, out_channels=2, features=(4, 4, 8, 8, 16, 4))
+    handler = ImageGridHandler(DALACE(unet, in_channels=3, **TINY_NET), str(tmp_path), max_images=2)
+    batch = {"ct_image": torch.rand(2, 3, 32, 32) * 2 - 1, "mr_image": torch.rand(2, 3, 32, 32) * 2 - 1,
+             "ct_label": (torch.rand(2, 1, 32, 32) > 0.5).float()}
+    rows = handler.rows(batch)
+    np.testing.assert_array_equal(rows["CT"][1], batch["ct_image"][1, 1].numpy())
+    np.testing.assert_array_equal(rows["CT ground truth"][0], batch["ct_label"][0, 0].numpy())
+    generated = [k for k in rows if k not in ("CT", "CT ground truth", "MR") and "probability" not in k]
+    assert generated and all(rows[k][0].shape == (32, 32) for k in generated)
