@@ -208,7 +208,6 @@ _DA.update({f"dalace_consistency_{k[len('dalace_'):]}": replace(
 _DA.update({f"dalace_context_{k[len('dalace_'):]}": replace(
     _DA[k], key=f"dalace_context_{k[len('dalace_'):]}", run_as="dalace_context", slice_context=1)
     for k in ("dalace_both_paths_bridges_tail_cap", "dalace_both_paths_bridges_tail_cap_tta")})
-_DA["dalace_context"] = replace(_DA["dalace_tail_cap"], key="dalace_context", run_as=None, slice_context=1)
 
 
 def _with(first: str, m: Method) -> Method:
