@@ -46,6 +46,7 @@ STAGES = {
     "AsDiscreted": "argmax",
     "KeepLargestConnectedComponentd": "largest_component",
     "DetachThinBridgesd": "thin_bridges",
+    "KeepContinuousSlicesd": "slice_continuity",
     "SaveImaged": "write",
     "CopyItemsd": "other_post",
     "Lambdad": "other_post",

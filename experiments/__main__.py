@@ -14,6 +14,7 @@ Commands::
     python -m experiments liver_intensity D.json [--configs "['experiments/configs/foreground_norm.yaml']"]
     python -m experiments mask_errors MASK_DIR D.json  # Dice, excess (far, beyond) and missed liver of masks
     python -m experiments bridge_radius "[DIR,[DIR_F0,DIR_F1]]" D.json  # bridge_radius_mm on written probabilities
+    python -m experiments slice_continuity "[DIR]" D.json  # slice_continuity on written probabilities
     python -m experiments test_time_augmentation CKPT D.json  # Dice with gamma / zoom test-time averaging
 
 Every run is resumable: rerun the same command and finished trainings and evaluations are skipped.
@@ -101,6 +102,17 @@ def mask_errors(mask_dir: str, datalist: str, dataset_dir: str | None = None, fa
     return None
 
 
+def _print_sweep(out: dict, name: str) -> None:
+    values = list(out["cases"][0]["dice"])
+    print("case\tfold\t" + "\t".join(f"{name}={v:g}" for v in values))
+    for c in out["cases"]:
+        print(f"{c['id']}\t{c['fold']}\t" + "\t".join(f"{c['dice'][v]:.3f}" for v in values))
+    print(f"mean ({len(out['cases'])})\t\t" + "\t".join(f"{np.mean([c['dice'][v] for c in out['cases']]):.3f}" for v in values))
+    print("min\t\t" + "\t".join(f"{np.min([c['dice'][v] for c in out['cases']]):.3f}" for v in values))
+    print(f"{name} chosen on the other folds: " + ", ".join(f"fold {f}: {v:g}" for f, v in out["chosen"].items())
+          + f"; nested mean Dice {out['nested']:.3f}")
+
+
 def bridge_radius(members, datalist: str, radii=(0, 8, 12, 16, 20), dataset_dir: str | None = None):
     """Dice per case and radius of inference.yaml's bridge detachment on written probabilities
     (``--save_probabilities True``; a member is a folder or a list of folders, e.g. one per fold;
@@ -109,15 +121,23 @@ def bridge_radius(members, datalist: str, radii=(0, 8, 12, 16, 20), dataset_dir:
 
     if isinstance(members, str):
         members = [members]
-    out = bridge_radius_sweep(list(members), datalist, list(radii), dataset_dir)
-    radii = list(out["cases"][0]["dice"])
-    print("case\tfold\t" + "\t".join(f"r={r:g}" for r in radii))
-    for c in out["cases"]:
-        print(f"{c['id']}\t{c['fold']}\t" + "\t".join(f"{c['dice'][r]:.3f}" for r in radii))
-    print(f"mean ({len(out['cases'])})\t\t" + "\t".join(f"{np.mean([c['dice'][r] for c in out['cases']]):.3f}" for r in radii))
-    print("min\t\t" + "\t".join(f"{np.min([c['dice'][r] for c in out['cases']]):.3f}" for r in radii))
-    print("radius chosen on the other folds: " + ", ".join(f"fold {f}: {r:g}" for f, r in out["chosen"].items())
-          + f"; nested mean Dice {out['nested']:.3f}")
+    _print_sweep(bridge_radius_sweep(list(members), datalist, list(radii), dataset_dir), "radius")
+    return None
+
+
+def slice_continuity(members, datalist: str, overlaps=(0, 0.5, 0.6, 0.7, 0.8), dataset_dir: str | None = None,
+                     radius_mm: float | None = None, distance_mm: float | None = None):
+    """As ``bridge_radius``, for inference.yaml's last step, dropping the pieces of a slice that overlap
+    the mask nearer the liver's largest slice by less than a fraction (``slice_continuity``), after the
+    bridges cut at ``radius_mm`` and with slices ``distance_mm`` apart (both inference.yaml's by default)."""
+    from .masks import slice_continuity_sweep
+    from .protocol import BRIDGE_RADIUS_MM, SLICE_CONTINUITY_MM
+
+    if isinstance(members, str):
+        members = [members]
+    radius_mm = BRIDGE_RADIUS_MM if radius_mm is None else float(radius_mm)
+    distance_mm = SLICE_CONTINUITY_MM if distance_mm is None else float(distance_mm)
+    _print_sweep(slice_continuity_sweep(list(members), datalist, list(overlaps), radius_mm, distance_mm, dataset_dir), "overlap")
     return None
 
 
@@ -141,4 +161,5 @@ def test_time_augmentation(ckpt_path: str, datalist: str, dataset_dir: str | Non
 
 if __name__ == "__main__":
     fire.Fire({"run": run, "tables": tables, "figures": figures, "tiny_dataset": tiny_dataset, "liver_intensity": liver_intensity,
-               "mask_errors": mask_errors, "bridge_radius": bridge_radius, "test_time_augmentation": test_time_augmentation})
+               "mask_errors": mask_errors, "bridge_radius": bridge_radius,
+               "slice_continuity": slice_continuity, "test_time_augmentation": test_time_augmentation})

@@ -6,7 +6,8 @@ different volumes) and of the pseudo-labels' quality: any folder of ``<case>_seg
 them in each image's geometry. And how the inference's last step, detaching what joins the liver
 through thin bridges (``bridge_radius_mm``), scores at several radii on written probabilities, with
 the radius chosen on the other folds' volumes for each fold's (so the chosen radius never sees the
-volumes it is scored on).
+volumes it is scored on); and so for the step after it, dropping what drifts out of the liver from
+slice to slice (``slice_continuity``).
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from monai.transforms.utils import get_largest_connected_component_mask
 from scipy.ndimage import distance_transform_edt
 
 from custom.data import datalist_items, pseudo_label_path
-from custom.transforms import detach_thin_bridges
+from custom.transforms import axial_axis_and_spacing, detach_thin_bridges, keep_continuous_slices
 
-__all__ = ["bridge_radius_sweep", "mask_errors"]
+__all__ = ["bridge_radius_sweep", "mask_errors", "slice_continuity_sweep"]
 
 
 def _grid_checked(img: nib.Nifti1Image, name: str, label_img: nib.Nifti1Image, label: str) -> None:
@@ -63,7 +64,7 @@ def mask_errors(mask_dir: str, datalist: str, dataset_dir: str | None = None, fa
         size = liver.sum()
         excess = mask & ~liver
         distance = distance_transform_edt(~liver, sampling=nib.affines.voxel_sizes(label_img.affine)[:3])
-        axial = int(np.nonzero(nib.orientations.io_orientation(label_img.affine)[:, 0] == 2)[0][0])  # the S axis
+        axial = axial_axis_and_spacing(label_img.affine)[0]
         other = tuple(a for a in range(3) if a != axial)
         slices_without_liver = np.expand_dims(~liver.any(axis=other), other)
         rows.append({
@@ -87,6 +88,39 @@ def _member_file(item: dict, member: str | list[str]) -> str | None:
     return None
 
 
+def _swept(members: list, datalist: str, settings: list, mask_of, dataset_dir: str | None = None) -> dict:
+    """Dice per labelled MR item and setting of ``mask_of(probability, spacing, affine, setting)`` on
+    the members' averaged probabilities, and each fold scored at the setting best on the other folds'."""
+    cases = []
+    for item in datalist_items(datalist, dataset_dir, modality="mr", role="all", require_labels=True):
+        files = [_member_file(item, m) for m in members]
+        if None in files:
+            continue
+        label_img = nib.load(item["label"])
+        liver = _liver(item, label_img)
+        probs = []
+        for f in files:
+            img = nib.load(f)
+            _grid_checked(img, f, label_img, item["label"])
+            probs.append(np.asarray(img.dataobj, dtype=np.float32).reshape(*img.shape[:3], -1)[..., -1])
+        spacing = [float(s) for s in nib.affines.voxel_sizes(label_img.affine)[:3]]
+        probability = np.mean(probs, axis=0)
+        dice = {}
+        for v in settings:
+            m = mask_of(probability, spacing, label_img.affine, v)
+            dice[v] = float(2 * (m & liver).sum() / (m.sum() + liver.sum()))
+        cases.append({"id": item["id"], "fold": int(item.get("fold", -1)), "dice": dice})
+    if not cases:
+        raise FileNotFoundError(f"no <case>_prob.nii.gz in every one of {members} for a labelled MR item of {datalist!r}")
+    folds = sorted({c["fold"] for c in cases})
+    chosen, nested = {}, []
+    for f in folds:
+        others = [c for c in cases if c["fold"] != f] or cases
+        chosen[f] = max(settings, key=lambda v: (np.mean([c["dice"][v] for c in others]), -v))  # ties: the smaller
+        nested += [c["dice"][chosen[f]] for c in cases if c["fold"] == f]
+    return {"cases": cases, "chosen": chosen, "nested": float(np.mean(nested))}
+
+
 def bridge_radius_sweep(members: list, datalist: str, radii: list[float], dataset_dir: str | None = None) -> dict:
     """Dice per labelled MR item and radius of the masks made from the ``<case>_prob.nii.gz`` files of
     ``members`` (as ``--save_probabilities True`` writes them; a member is a folder or a list of folders,
@@ -102,32 +136,20 @@ def bridge_radius_sweep(members: list, datalist: str, radii: list[float], datase
         FileNotFoundError: no labelled MR item has a probability file in every member.
         ValueError: a file is not on its label's grid, or a label has no liver.
     """
-    radii = [float(r) for r in radii]
-    cases = []
-    for item in datalist_items(datalist, dataset_dir, modality="mr", role="all", require_labels=True):
-        files = [_member_file(item, m) for m in members]
-        if None in files:
-            continue
-        label_img = nib.load(item["label"])
-        liver = _liver(item, label_img)
-        probs = []
-        for f in files:
-            img = nib.load(f)
-            _grid_checked(img, f, label_img, item["label"])
-            probs.append(np.asarray(img.dataobj, dtype=np.float32).reshape(*img.shape[:3], -1)[..., -1])
-        spacing = [float(s) for s in nib.affines.voxel_sizes(label_img.affine)[:3]]
-        mask = get_largest_connected_component_mask(np.mean(probs, axis=0) > 0.5)
-        dice = {}
-        for r in radii:
-            m = detach_thin_bridges(mask, r, spacing)
-            dice[r] = float(2 * (m & liver).sum() / (m.sum() + liver.sum()))
-        cases.append({"id": item["id"], "fold": int(item.get("fold", -1)), "dice": dice})
-    if not cases:
-        raise FileNotFoundError(f"no <case>_prob.nii.gz in every one of {members} for a labelled MR item of {datalist!r}")
-    folds = sorted({c["fold"] for c in cases})
-    chosen, nested = {}, []
-    for f in folds:
-        others = [c for c in cases if c["fold"] != f] or cases
-        chosen[f] = max(radii, key=lambda r: (np.mean([c["dice"][r] for c in others]), -r))  # ties: the smaller radius
-        nested += [c["dice"][chosen[f]] for c in cases if c["fold"] == f]
-    return {"cases": cases, "chosen": chosen, "nested": float(np.mean(nested))}
+    def mask_of(probability, spacing, affine, radius):
+        return detach_thin_bridges(get_largest_connected_component_mask(probability > 0.5), radius, spacing)
+
+    return _swept(members, datalist, [float(r) for r in radii], mask_of, dataset_dir)
+
+
+def slice_continuity_sweep(members: list, datalist: str, overlaps: list[float], radius_mm: float,
+                           distance_mm: float, dataset_dir: str | None = None) -> dict:
+    """As :func:`bridge_radius_sweep`, for ``inference.yaml``'s step after the bridges (cut at
+    ``radius_mm``): :func:`custom.transforms.keep_continuous_slices` at each minimum overlap (0: none),
+    slices ``distance_mm`` apart along the axial axis of each label's affine."""
+    def mask_of(probability, spacing, affine, overlap):
+        mask = detach_thin_bridges(get_largest_connected_component_mask(probability > 0.5), radius_mm, spacing)
+        axis, slice_mm = axial_axis_and_spacing(affine)
+        return keep_continuous_slices(mask, overlap, axis, max(1, int(round(distance_mm / slice_mm))))
+
+    return _swept(members, datalist, [float(v) for v in overlaps], mask_of, dataset_dir)

@@ -28,6 +28,10 @@ def _inference_default(key: str):
 
 #: the bundle's bridge radius (``inference.yaml``), for the Table A rows that evaluate with it
 BRIDGE_RADIUS_MM = float(_inference_default("bridge_radius_mm"))
+#: how far apart inference.yaml compares slices for its slice continuity step (``slice_continuity_mm``)
+SLICE_CONTINUITY_MM = float(_inference_default("slice_continuity_mm"))
+#: ... and the fraction of a slice's piece that must overlap the mask nearer the liver's largest slice
+SLICE_CONTINUITY = float(_inference_default("slice_continuity"))
 #: the bundle's cap on the MR normalization's upper bound (``mr_tail_cap``), for the rows trained and tested with it
 MR_TAIL_CAP = float(_inference_default("mr_tail_cap"))
 
@@ -69,6 +73,9 @@ class Method:
         ``pseudo_label_test_time_augmentation``).
     slice_context: ``slice_context`` (neighbouring slices each side as input channels), in training and
         test alike (0: one slice, as every table before it was written).
+    slice_continuity: ``inference.yaml``'s step after the bridges for the MR test, dropping what drifts
+        out of the liver from slice to slice (0: off, as every table before it was written; see
+        :data:`SLICE_CONTINUITY`).
     """
 
     key: str
@@ -87,6 +94,7 @@ class Method:
     test_time_augmentation: bool = False
     pseudo_label_test_time_augmentation: bool = False
     slice_context: int = 0
+    slice_continuity: float = 0.0
 
     def config_files(self) -> list[str]:
         files = [str(BUNDLE_CONFIGS / "train.yaml")]
@@ -208,6 +216,12 @@ _DA.update({f"dalace_consistency_{k[len('dalace_'):]}": replace(
 _DA.update({f"dalace_context_{k[len('dalace_'):]}": replace(
     _DA[k], key=f"dalace_context_{k[len('dalace_'):]}", run_as="dalace_context", slice_context=1)
     for k in ("dalace_both_paths_bridges_tail_cap", "dalace_both_paths_bridges_tail_cap_tta")})
+
+
+# ... and the bundle's inference of the trainings of the test-time augmentation rows (train.yaml's recipe, and
+# with the consistency term), then dropping what drifts out of the liver from slice to slice (slice_continuity)
+_DA.update({f"{k}_continuity": replace(_DA[k], key=f"{k}_continuity", run_as=_DA[k].run_as or k, slice_continuity=SLICE_CONTINUITY)
+            for k in ("dalace_both_paths_bridges_tail_cap_tta", "dalace_consistency_both_paths_bridges_tail_cap_tta")})
 
 
 def _with(first: str, m: Method) -> Method:
@@ -344,6 +358,10 @@ TABLES: dict[str, Table] = {
              "dalace_context_both_paths_bridges_tail_cap"),
             ("DALACE (capped) with neighbouring slices as channels, as above, test-time augmentation", "da",
              "dalace_context_both_paths_bridges_tail_cap_tta"),
+            ("DALACE (capped), both paths, thin bridges cut, test-time augmentation, slice continuity (inference.yaml)", "da",
+             "dalace_both_paths_bridges_tail_cap_tta_continuity"),
+            ("DALACE (capped) trained with MR's consistency, test-time augmentation, slice continuity", "da",
+             "dalace_consistency_both_paths_bridges_tail_cap_tta_continuity"),
             ("MR-supervised U-Net (upper bound)", "da", "unet_mr"),
         ),
         (("DSC (std)", None, "mr"),),

@@ -405,6 +405,9 @@ class Experiment:
             ekey_of["test_time_augmentation"] = True
         if method.slice_context:
             ekey_of["slice_context"] = method.slice_context
+        continuity = method.slice_continuity if test == "mr" else 0.0
+        if continuity:
+            ekey_of["slice_continuity"] = continuity
         ekey = xdata.digest(ekey_of)
         edir = spec["dir"] / f"eval-{test}-{ekey}"
         done = edir / "eval.json"
@@ -447,6 +450,7 @@ class Experiment:
             "bias_correction": False,
             "num_workers": 0,
             "bridge_radius_mm": radius,
+            "slice_continuity": continuity,
             "mr_tail_cap": method.mr_tail_cap,
             "slice_context": method.slice_context,
         }

@@ -49,6 +49,9 @@ def test_self_training_masks_radius_reaches_the_teacher_inference():
     student = parser("train.yaml", "self_training.yaml")
     assert student.get_parsed_content("pseudo_label_bridge_radius_mm") == 0.0
     assert student.get_parsed_content("pseudo_label_inference")["bridge_radius_mm"] == 0.0
+    # nor inference.yaml's slice continuity step, named so that its default cannot reach the masks
+    assert parser("inference.yaml").get_parsed_content("slice_continuity") > 0
+    assert student.get_parsed_content("pseudo_label_inference")["slice_continuity"] == 0.0
     radius = parser("inference.yaml").get_parsed_content("bridge_radius_mm")
     cut = parser("train.yaml", "self_training.yaml", pseudo_label_bridge_radius_mm=radius)
     assert radius > 0 and cut.get_parsed_content("pseudo_label_inference")["bridge_radius_mm"] == radius

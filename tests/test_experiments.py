@@ -534,6 +534,36 @@ def test_bridge_rows_evaluate_the_same_runs_with_the_step(tiny_experiment):
     assert not (masks[BRIDGE_RADIUS_MM] & ~masks[0.0]).any()  # (the tiny runs' masks may be empty)
 
 
+
+@pytest.mark.slow
+def test_continuity_rows_evaluate_the_same_runs_with_the_step(tiny_experiment):
+    """The *_continuity rows test the test-time augmentation rows' trainings again (the same runs) with
+    inference.yaml's slice continuity reaching its postprocessing; the rows before them run without the
+    step, whatever inference.yaml's default, and the step only ever removes voxels."""
+    from monai.bundle import ConfigParser
+
+    from custom.transforms import KeepContinuousSlicesd
+    from experiments.protocol import SLICE_CONTINUITY
+
+    settings, _ = tiny_experiment
+    out = Path(settings.output)
+    rows = ("dalace_both_paths_bridges_tail_cap_tta", "dalace_both_paths_bridges_tail_cap_tta_continuity")
+    results, _ = rerun_table_a(settings, ",".join(rows))
+    cells = {c["method"]: c for c in results["cells"] if c["fold"] == 0}
+    before, after = (cells[k] for k in rows)
+    assert before["run"] == after["run"] and before["eval_dir"] != after["eval_dir"]
+    masks = {}
+    for cell, overlap in ((before, 0.0), (after, SLICE_CONTINUITY)):
+        record = json.loads((out / cell["eval_dir"] / "eval.json").read_text())
+        parser = ConfigParser()
+        parser.read_config(record["configs"])
+        parser.update(record["overrides"])
+        steps = [t for t in parser.get_parsed_content("postprocessing").transforms if isinstance(t, KeepContinuousSlicesd)]
+        assert [t.keep.min_overlap for t in steps] == ([overlap] if overlap else [])  # disabled at 0
+        (seg,) = (out / cell["eval_dir"]).glob("*_seg.nii.gz")
+        masks[overlap] = np.asarray(nib.load(seg).dataobj) > 0
+    assert SLICE_CONTINUITY > 0 and not (masks[SLICE_CONTINUITY] & ~masks[0.0]).any()
+
 @pytest.mark.slow
 def test_rerun_skips_finished_runs(tiny_experiment):
     settings, _ = tiny_experiment

@@ -14,6 +14,9 @@ augmentation, inversion) is MONAI's own; see the bundle's ``configs/train.yaml``
   voxels above the volume's mean, which a large bright cyst does not skew as it does percentiles.
 - :class:`DetachThinBridgesd` (and array form): keeps the liver mask's part within a radius of the
   largest component of its opening, cutting off neighbours joined to it through thin bridges.
+- :class:`KeepContinuousSlicesd` (and array form): drops the pieces of the liver mask that drift out of
+  the liver from one axial slice to the next (into the bowel below its tip), walking out from its
+  largest slice.
 - :class:`NeighbouringSlicesd` (and array form): each slice with its neighbours (at a distance in mm)
   as channels, through-plane context for the 2D networks (``slice_context``).
 - :class:`RandLocationScaleIntensityd`, :class:`RandConvIntensityd` (and array forms): random
@@ -33,6 +36,7 @@ from .intensity import (
     ScaleIntensityRangePercentilesCapped,
     ScaleIntensityRangePercentilesCappedd,
 )
+from .continuity import KeepContinuousSlices, KeepContinuousSlicesd, axial_axis_and_spacing, keep_continuous_slices
 from .io import AtomicSaveImaged
 from .morphology import DetachThinBridges, DetachThinBridgesd, detach_thin_bridges
 from .labels import LiverLabeld
@@ -45,6 +49,8 @@ __all__ = [
     "DetachThinBridges",
     "DetachThinBridgesd",
     "ForegroundStandardize",
+    "KeepContinuousSlices",
+    "KeepContinuousSlicesd",
     "ForegroundStandardized",
     "LiverLabeld",
     "N4BiasFieldCorrection",
@@ -58,6 +64,8 @@ __all__ = [
     "SafeSpacingd",
     "ScaleIntensityRangePercentilesCapped",
     "ScaleIntensityRangePercentilesCappedd",
+    "axial_axis_and_spacing",
     "bezier_curve",
     "detach_thin_bridges",
+    "keep_continuous_slices",
 ]
