@@ -126,18 +126,21 @@ def bridge_radius(members, datalist: str, radii=(0, 8, 12, 16, 20), dataset_dir:
 
 
 def slice_continuity(members, datalist: str, overlaps=(0, 0.5, 0.6, 0.7, 0.8), dataset_dir: str | None = None,
-                     radius_mm: float | None = None, distance_mm: float | None = None):
+                     radius_mm: float | None = None, distance_mm: float | None = None, max_removed: float | None = None):
     """As ``bridge_radius``, for inference.yaml's last step, dropping the pieces of a slice that overlap
     the mask nearer the liver's largest slice by less than a fraction (``slice_continuity``), after the
-    bridges cut at ``radius_mm`` and with slices ``distance_mm`` apart (both inference.yaml's by default)."""
+    bridges cut at ``radius_mm``, with slices ``distance_mm`` apart and masks of which more than
+    ``max_removed`` would go left whole (all three inference.yaml's by default)."""
     from .masks import slice_continuity_sweep
-    from .protocol import BRIDGE_RADIUS_MM, SLICE_CONTINUITY_MM
+    from .protocol import BRIDGE_RADIUS_MM, SLICE_CONTINUITY_MAX_REMOVED, SLICE_CONTINUITY_MM
 
     if isinstance(members, str):
         members = [members]
     radius_mm = BRIDGE_RADIUS_MM if radius_mm is None else float(radius_mm)
     distance_mm = SLICE_CONTINUITY_MM if distance_mm is None else float(distance_mm)
-    _print_sweep(slice_continuity_sweep(list(members), datalist, list(overlaps), radius_mm, distance_mm, dataset_dir), "overlap")
+    max_removed = SLICE_CONTINUITY_MAX_REMOVED if max_removed is None else float(max_removed)
+    _print_sweep(slice_continuity_sweep(list(members), datalist, list(overlaps), radius_mm, distance_mm, max_removed, dataset_dir),
+                 "overlap")
     return None
 
 

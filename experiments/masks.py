@@ -143,13 +143,14 @@ def bridge_radius_sweep(members: list, datalist: str, radii: list[float], datase
 
 
 def slice_continuity_sweep(members: list, datalist: str, overlaps: list[float], radius_mm: float,
-                           distance_mm: float, dataset_dir: str | None = None) -> dict:
+                           distance_mm: float, max_removed: float, dataset_dir: str | None = None) -> dict:
     """As :func:`bridge_radius_sweep`, for ``inference.yaml``'s step after the bridges (cut at
     ``radius_mm``): :func:`custom.transforms.keep_continuous_slices` at each minimum overlap (0: none),
-    slices ``distance_mm`` apart along the axial axis of each label's affine."""
+    slices ``distance_mm`` apart along the axial axis of each label's affine, a mask left whole where
+    more than ``max_removed`` of it would go."""
     def mask_of(probability, spacing, affine, overlap):
         mask = detach_thin_bridges(get_largest_connected_component_mask(probability > 0.5), radius_mm, spacing)
         axis, slice_mm = axial_axis_and_spacing(affine)
-        return keep_continuous_slices(mask, overlap, axis, max(1, int(round(distance_mm / slice_mm))))
+        return keep_continuous_slices(mask, overlap, axis, max(1, int(round(distance_mm / slice_mm))), max_removed)
 
     return _swept(members, datalist, [float(v) for v in overlaps], mask_of, dataset_dir)

@@ -32,6 +32,8 @@ BRIDGE_RADIUS_MM = float(_inference_default("bridge_radius_mm"))
 SLICE_CONTINUITY_MM = float(_inference_default("slice_continuity_mm"))
 #: ... and the fraction of a slice's piece that must overlap the mask nearer the liver's largest slice
 SLICE_CONTINUITY = float(_inference_default("slice_continuity"))
+#: ... and the largest fraction of a mask it may remove (more: the mask is left whole)
+SLICE_CONTINUITY_MAX_REMOVED = float(_inference_default("slice_continuity_max_removed"))
 #: the bundle's cap on the MR normalization's upper bound (``mr_tail_cap``), for the rows trained and tested with it
 MR_TAIL_CAP = float(_inference_default("mr_tail_cap"))
 

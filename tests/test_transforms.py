@@ -578,6 +578,26 @@ def test_continuous_slices_compare_slices_distance_mm_apart():
 
 
 
+
+def test_continuous_slices_leave_a_mask_whole_rather_than_drop_most_of_it(caplog):
+    """A mask that misses most of the liver in one middle slice (a waist): the slices beyond it overlap the
+    waist in part only, so the walk would drop them, the larger part of the liver; the guard keeps it all."""
+    from custom.transforms import KeepContinuousSlicesd, keep_continuous_slices
+
+    x, y = np.meshgrid(np.arange(64), np.arange(64), indexing="ij")
+    radii = [13, 12, 12, 5, 12, 12, 12, 12, 12, 12]  # the largest slice first, the waist at 3
+    mask = np.stack([(x - 40) ** 2 + (y - 32) ** 2 <= r**2 for r in radii], axis=-1)
+    walked = keep_continuous_slices(mask, 0.6, axis=2)
+    assert walked[..., :4].sum() == mask[..., :4].sum() and not walked[..., 4:].any()  # what the walk alone does
+    img = MetaTensor(torch.as_tensor(mask[None].astype(np.float32)), affine=torch.diag(torch.tensor([2.0, 2.0, 7.5, 1.0])))
+    img.meta["filename_or_obj"] = "waist.nii.gz"
+    with caplog.at_level("WARNING", logger="custom.transforms.continuity"):
+        out = KeepContinuousSlicesd("pred", min_overlap=0.6)({"pred": img})["pred"]
+    assert torch.equal(out, img)
+    assert "would remove 6" in caplog.text and "waist.nii.gz" in caplog.text and "left whole" in caplog.text
+    lenient = KeepContinuousSlicesd("pred", min_overlap=0.6, max_removed=0.9)({"pred": img})["pred"][0].numpy() > 0
+    assert np.array_equal(lenient, walked)
+
 def _liver_lost_to_continuity(label_file, liver_value: int = 1) -> float:
     """The fraction of a real label's liver (its largest component, as inference keeps) that the bundle's
     slice continuity step, at inference.yaml's settings, would drop."""
@@ -588,7 +608,7 @@ def _liver_lost_to_continuity(label_file, liver_value: int = 1) -> float:
     cfg = yaml.safe_load((BUNDLE / "configs" / "inference.yaml").read_text())
     img = nib.load(str(label_file))
     liver = get_largest_connected_component_mask(np.asarray(img.dataobj) == liver_value)
-    step = KeepContinuousSlices(cfg["slice_continuity"], cfg["slice_continuity_mm"])
+    step = KeepContinuousSlices(cfg["slice_continuity"], cfg["slice_continuity_mm"], cfg["slice_continuity_max_removed"])
     kept = step(MetaTensor(torch.as_tensor(liver[None].astype(np.uint8)), affine=torch.as_tensor(img.affine)))[0].numpy() > 0
     assert not (kept & ~liver).any()
     return 1 - kept.sum() / liver.sum()
@@ -625,6 +645,8 @@ def test_continuous_slices_refuse_what_they_cannot_place():
             KeepContinuousSlices(bad)
     with pytest.raises(ValueError, match="slice_continuity_mm. must be a number above 0"):
         KeepContinuousSlices(0.6, distance_mm=0)
+    with pytest.raises(ValueError, match="slice_continuity_max_removed. must be a fraction from 0 to 1"):
+        KeepContinuousSlices(0.6, max_removed=2)
 
 
 def _ramp_volume(depth: int, slice_mm: float, rotate: bool = False) -> MetaTensor:
