@@ -50,7 +50,8 @@ def test_self_training_masks_radius_reaches_the_teacher_inference():
     assert student.get_parsed_content("pseudo_label_bridge_radius_mm") == 0.0
     assert student.get_parsed_content("pseudo_label_inference")["bridge_radius_mm"] == 0.0
     # nor inference.yaml's slice continuity step, named so that its default cannot reach the masks
-    assert parser("inference.yaml").get_parsed_content("slice_continuity") > 0
+    assert parser("inference.yaml", modality="mr").get_parsed_content("slice_continuity") > 0
+    assert parser("inference.yaml", modality="ct").get_parsed_content("slice_continuity") == 0  # MR's step
     assert student.get_parsed_content("pseudo_label_inference")["slice_continuity"] == 0.0
     radius = parser("inference.yaml").get_parsed_content("bridge_radius_mm")
     cut = parser("train.yaml", "self_training.yaml", pseudo_label_bridge_radius_mm=radius)

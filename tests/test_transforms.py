@@ -600,12 +600,15 @@ def test_continuous_slices_leave_a_mask_whole_rather_than_drop_most_of_it(caplog
 
 def _liver_lost_to_continuity(label_file, liver_value: int = 1) -> float:
     """The fraction of a real label's liver (its largest component, as inference keeps) that the bundle's
-    slice continuity step, at inference.yaml's settings, would drop."""
+    slice continuity step, at inference.yaml's settings for MR, would drop."""
     from monai.transforms.utils import get_largest_connected_component_mask
 
     from custom.transforms import KeepContinuousSlices
 
-    cfg = yaml.safe_load((BUNDLE / "configs" / "inference.yaml").read_text())
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "inference.yaml"))
+    parser.update({"modality": "mr"})
+    cfg = {k: parser.get_parsed_content(k) for k in ("slice_continuity", "slice_continuity_mm", "slice_continuity_max_removed")}
     img = nib.load(str(label_file))
     liver = get_largest_connected_component_mask(np.asarray(img.dataobj) == liver_value)
     step = KeepContinuousSlices(cfg["slice_continuity"], cfg["slice_continuity_mm"], cfg["slice_continuity_max_removed"])
