@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import torch
 from monai.bundle import ConfigParser
 from monai.networks.nets import BasicUNet
@@ -43,3 +44,19 @@ TINY_NET = dict(base_channels=4, num_res_blocks=1, code_dim=8, mlp_channels=8, d
 
 def tiny_unet(num_classes=2):
     return BasicUNet(spatial_dims=2, in_channels=1, out_channels=num_classes, features=(4, 4, 8, 8, 16, 4))
+
+
+def liver_and_drifting_bowel(slice_mm: float):
+    """(64, 64, n) boolean masks on 2 mm pixels, z superior: a liver whose discs shrink towards its tip at
+    30 mm, and below it a bowel-like chain of discs drifting 6 pixels sideways per 7.5 mm, each slice's
+    disc overlapping its neighbours' and the tip's: one 3D component, which the largest-component step keeps."""
+    n = int(round(75 / slice_mm))
+    x, y = np.meshgrid(np.arange(64), np.arange(64), indexing="ij")
+    liver, bowel = np.zeros((64, 64, n), bool), np.zeros((64, 64, n), bool)
+    for k in range(n):
+        z = k * slice_mm
+        if z >= 30:
+            liver[..., k] = (x - 40) ** 2 + (y - 32) ** 2 <= (6 + (z - 30) / 7.5 * 2) ** 2
+        else:
+            bowel[..., k] = (x - (40 - (30 - z) * 0.8)) ** 2 + (y - 32) ** 2 <= 25
+    return liver, bowel

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import REPO  # noqa: E402
+from tests.helpers import REPO, liver_and_drifting_bowel  # noqa: E402
 if str(REPO) not in sys.path:  # the experiments package lives at the repository root
     sys.path.insert(0, str(REPO))
 
@@ -330,6 +330,32 @@ def test_bridge_radius_sweep_scores_written_probabilities(tmp_path):
     assert case["dice"][8.0] > case["dice"][0.0] + 0.1 and case["dice"][8.0] > 0.99
     assert out["chosen"] == {0: 8.0} and out["nested"] == case["dice"][8.0]
 
+
+
+def test_slice_continuity_sweep_scores_written_probabilities(tmp_path):
+    """inference.yaml's last steps on a probability file: the bowel chain drifting below the liver's tip is
+    kept by the largest component, dropped by slice continuity (the liver whole), unless
+    the guard allows less to go than the chain is."""
+    from custom.data import pseudo_label_path
+    from experiments.masks import slice_continuity_sweep
+
+    liver, bowel = liver_and_drifting_bowel(7.5)
+    affine = np.diag([2.0, 2.0, 7.5, 1.0])
+    nib.save(nib.Nifti1Image(liver.astype(np.uint8), affine), tmp_path / "case_label.nii.gz")
+    nib.save(nib.Nifti1Image(liver.astype(np.float32), affine), tmp_path / "case_image.nii.gz")
+    datalist = tmp_path / "datalist.json"
+    item = {"image": "case_image.nii.gz", "label": "case_label.nii.gz", "fold": 0}
+    datalist.write_text(json.dumps({"ct": [item], "mr": [item]}))
+    probs = tmp_path / "probs"
+    probs.mkdir()
+    prob = np.stack([~(liver | bowel), liver | bowel], -1).astype(np.float32)
+    nib.save(nib.Nifti1Image(prob, affine), pseudo_label_path(str(tmp_path / "case_image.nii.gz"), probs)[: -len("_seg.nii.gz")] + "_prob.nii.gz")
+    out = slice_continuity_sweep([str(probs)], str(datalist), [0, 0.6], radius_mm=0, distance_mm=7.5, max_removed=0.33)
+    (case,) = out["cases"]
+    assert case["dice"][0.0] == pytest.approx(2 * liver.sum() / ((liver | bowel).sum() + liver.sum()), rel=1e-6)
+    assert case["dice"][0.6] == 1.0 and out["chosen"] == {0: 0.6}
+    guarded = slice_continuity_sweep([str(probs)], str(datalist), [0, 0.6], 0, 7.5, max_removed=0.5 * bowel.sum() / (liver | bowel).sum())
+    assert guarded["cases"][0]["dice"][0.6] == case["dice"][0.0]
 
 # ------------------------------------------------------------------------------------- slow
 TINY = dict(folds=2, epochs=1, epoch_length=1, batch_size=2, width=4, num_res_blocks=1, spacing=6.0, slice_size=64, ct_split=False)

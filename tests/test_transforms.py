@@ -30,7 +30,7 @@ from monai.utils import set_determinism
 
 from custom.transforms import LiverLabeld, N4BiasFieldCorrection, N4BiasFieldCorrectiond, SafeSpacingd
 
-from tests.helpers import BUNDLE  # noqa: E402
+from tests.helpers import BUNDLE, liver_and_drifting_bowel  # noqa: E402
 #: test name -> (bundle config, id of the chain in it)
 CHAINS = {
     "ct_train_preprocessing": ("train.yaml", "train#preprocessing_ct"),
@@ -524,26 +524,10 @@ def test_detach_thin_bridges_keeps_a_mask_with_no_core_and_refuses_unknown_spaci
 
 
 # ------------------------------------------------------------------------------ slice continuity
-def _liver_and_drifting_bowel(slice_mm: float):
-    """(64, 64, n) boolean masks on 2 mm pixels, z superior: a liver whose discs shrink towards its tip at
-    30 mm, and below it a bowel-like chain of discs drifting 6 pixels sideways per 7.5 mm, each slice's
-    disc overlapping its neighbours' and the tip's: one 3D component, which the largest-component step keeps."""
-    n = int(round(75 / slice_mm))
-    x, y = np.meshgrid(np.arange(64), np.arange(64), indexing="ij")
-    liver, bowel = np.zeros((64, 64, n), bool), np.zeros((64, 64, n), bool)
-    for k in range(n):
-        z = k * slice_mm
-        if z >= 30:
-            liver[..., k] = (x - 40) ** 2 + (y - 32) ** 2 <= (6 + (z - 30) / 7.5 * 2) ** 2
-        else:
-            bowel[..., k] = (x - (40 - (30 - z) * 0.8)) ** 2 + (y - 32) ** 2 <= 25
-    return liver, bowel
-
-
 def test_continuous_slices_drop_a_chain_drifting_out_of_the_liver():
     from custom.transforms import KeepContinuousSlicesd
 
-    liver, bowel = _liver_and_drifting_bowel(7.5)
+    liver, bowel = liver_and_drifting_bowel(7.5)
     assert (liver[..., 4] & bowel[..., 3]).any()  # joined: one component in 3D
     img = MetaTensor(torch.as_tensor((liver | bowel)[None].astype(np.float32)), affine=torch.diag(torch.tensor([2.0, 2.0, 7.5, 1.0])))
     kept = KeepContinuousSlicesd("pred", min_overlap=0.6)({"pred": img})["pred"][0].numpy() > 0
@@ -556,7 +540,7 @@ def test_continuous_slices_drop_a_chain_drifting_out_of_the_liver():
 def test_continuous_slices_follow_the_affine_not_the_array_order():
     from custom.transforms import KeepContinuousSlices
 
-    liver, bowel = _liver_and_drifting_bowel(7.5)
+    liver, bowel = liver_and_drifting_bowel(7.5)
     # stored as (S->I, A, R->L): the axial axis is the array's first, reversed
     stored = np.ascontiguousarray(np.transpose(liver | bowel, (2, 1, 0))[::-1, :, ::-1])
     affine = np.array([[0, 0, -2.0, 0], [0, 2.0, 0, 0], [-7.5, 0, 0, 0], [0, 0, 0, 1]])
@@ -567,7 +551,7 @@ def test_continuous_slices_follow_the_affine_not_the_array_order():
 def test_continuous_slices_compare_slices_distance_mm_apart():
     from custom.transforms import KeepContinuousSlices, keep_continuous_slices
 
-    liver, bowel = _liver_and_drifting_bowel(2.5)  # the chain drifts 2 pixels per slice: 6 per 7.5 mm
+    liver, bowel = liver_and_drifting_bowel(2.5)  # the chain drifts 2 pixels per slice: 6 per 7.5 mm
     img = MetaTensor(torch.as_tensor((liver | bowel)[None].astype(np.float32)), affine=torch.diag(torch.tensor([2.0, 2.0, 2.5, 1.0])))
     kept = KeepContinuousSlices(0.6, distance_mm=7.5)(img)[0].numpy() > 0  # 3 slices apart
     # the liver whole; of the chain, at most what lies within 7.5 mm of the tip (it drifts 6 pixels by then)

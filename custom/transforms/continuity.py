@@ -18,9 +18,8 @@ mask is left whole (and the log says so).
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
-
 import logging
+from collections.abc import Hashable, Mapping, Sequence
 
 import nibabel as nib
 import numpy as np
