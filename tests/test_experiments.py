@@ -300,19 +300,11 @@ def test_mask_errors_tell_far_and_beyond_excess_in_any_orientation(tmp_path):
                 assert expected_beyond < row["excess_far"] < row["excess"]
 
 
-def test_bridge_radius_sweep_scores_written_probabilities(tmp_path):
-    """inference.yaml's last steps on a probability file: a blob joined to the liver by a thin bar is
-    kept by the largest component alone (radius 0) and cut at 8 mm, which scores higher and is chosen;
-    a member lacking the case's file is no match."""
+def _written_probabilities(tmp_path: Path, liver: np.ndarray, segmented: np.ndarray, affine: np.ndarray) -> tuple[Path, Path]:
+    """A one-case datalist (the liver as image and label, fold 0) and a folder holding the case's
+    probabilities as ``--save_probabilities True`` writes them: 1 on ``segmented``."""
     from custom.data import pseudo_label_path
-    from experiments.masks import bridge_radius_sweep
 
-    spacing = np.array([1.5, 1.5, 4.0])
-    grid = np.indices((80, 48, 16)).transpose(1, 2, 3, 0) * spacing
-    liver = ((grid - [30, 36, 32]) ** 2).sum(-1) <= 20**2
-    blob = ((grid - [90, 36, 32]) ** 2).sum(-1) <= 15**2
-    bar = (np.abs(grid[..., 1] - 36) <= 1) & (np.abs(grid[..., 2] - 32) <= 2) & (grid[..., 0] > 30) & (grid[..., 0] < 90)
-    affine = np.diag([*spacing, 1.0])
     nib.save(nib.Nifti1Image(liver.astype(np.uint8), affine), tmp_path / "case_label.nii.gz")
     nib.save(nib.Nifti1Image(liver.astype(np.float32), affine), tmp_path / "case_image.nii.gz")
     datalist = tmp_path / "datalist.json"
@@ -320,8 +312,23 @@ def test_bridge_radius_sweep_scores_written_probabilities(tmp_path):
     datalist.write_text(json.dumps({"ct": [item], "mr": [item]}))
     probs = tmp_path / "probs"
     probs.mkdir()
-    prob = np.stack([~(liver | blob | bar), liver | blob | bar], -1).astype(np.float32)
+    prob = np.stack([~segmented, segmented], -1).astype(np.float32)
     nib.save(nib.Nifti1Image(prob, affine), pseudo_label_path(str(tmp_path / "case_image.nii.gz"), probs)[: -len("_seg.nii.gz")] + "_prob.nii.gz")
+    return datalist, probs
+
+
+def test_bridge_radius_sweep_scores_written_probabilities(tmp_path):
+    """inference.yaml's last steps on a probability file: a blob joined to the liver by a thin bar is
+    kept by the largest component alone (radius 0) and cut at 8 mm, which scores higher and is chosen;
+    a member lacking the case's file is no match."""
+    from experiments.masks import bridge_radius_sweep
+
+    spacing = np.array([1.5, 1.5, 4.0])
+    grid = np.indices((80, 48, 16)).transpose(1, 2, 3, 0) * spacing
+    liver = ((grid - [30, 36, 32]) ** 2).sum(-1) <= 20**2
+    blob = ((grid - [90, 36, 32]) ** 2).sum(-1) <= 15**2
+    bar = (np.abs(grid[..., 1] - 36) <= 1) & (np.abs(grid[..., 2] - 32) <= 2) & (grid[..., 0] > 30) & (grid[..., 0] < 90)
+    datalist, probs = _written_probabilities(tmp_path, liver, liver | blob | bar, np.diag([*spacing, 1.0]))
     with pytest.raises(FileNotFoundError, match="_prob.nii.gz in every one"):
         bridge_radius_sweep([str(probs), str(tmp_path / "none")], str(datalist), [0, 8])
     out = bridge_radius_sweep([[str(tmp_path / "none"), str(probs)]], str(datalist), [0, 8])
@@ -336,20 +343,10 @@ def test_slice_continuity_sweep_scores_written_probabilities(tmp_path):
     """inference.yaml's last steps on a probability file: the bowel chain drifting below the liver's tip is
     kept by the largest component, dropped by slice continuity (the liver whole), unless
     the guard allows less to go than the chain is."""
-    from custom.data import pseudo_label_path
     from experiments.masks import slice_continuity_sweep
 
     liver, bowel = liver_and_drifting_bowel(7.5)
-    affine = np.diag([2.0, 2.0, 7.5, 1.0])
-    nib.save(nib.Nifti1Image(liver.astype(np.uint8), affine), tmp_path / "case_label.nii.gz")
-    nib.save(nib.Nifti1Image(liver.astype(np.float32), affine), tmp_path / "case_image.nii.gz")
-    datalist = tmp_path / "datalist.json"
-    item = {"image": "case_image.nii.gz", "label": "case_label.nii.gz", "fold": 0}
-    datalist.write_text(json.dumps({"ct": [item], "mr": [item]}))
-    probs = tmp_path / "probs"
-    probs.mkdir()
-    prob = np.stack([~(liver | bowel), liver | bowel], -1).astype(np.float32)
-    nib.save(nib.Nifti1Image(prob, affine), pseudo_label_path(str(tmp_path / "case_image.nii.gz"), probs)[: -len("_seg.nii.gz")] + "_prob.nii.gz")
+    datalist, probs = _written_probabilities(tmp_path, liver, liver | bowel, np.diag([2.0, 2.0, 7.5, 1.0]))
     out = slice_continuity_sweep([str(probs)], str(datalist), [0, 0.6], radius_mm=0, distance_mm=7.5, max_removed=0.33)
     (case,) = out["cases"]
     assert case["dice"][0.0] == pytest.approx(2 * liver.sum() / ((liver | bowel).sum() + liver.sum()), rel=1e-6)
