@@ -14,7 +14,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-import yaml
 from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from monai.transforms import (
