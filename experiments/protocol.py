@@ -20,14 +20,8 @@ TASKS = ("da", "dal", "joint")
 STUDENT_EPOCH_FRACTION = 0.2
 
 
-def _inference_default(key: str):
-    from monai.bundle import ConfigParser
-
-    return ConfigParser.load_config_file(str(BUNDLE_CONFIGS / "inference.yaml"))[key]
-
-
-def _inference_parsed(key: str, **overrides):
-    """An ``inference.yaml`` default that is an expression (e.g. of ``modality``), evaluated with ``overrides``."""
+def _inference_default(key: str, **overrides):
+    """An ``inference.yaml`` default, evaluated (with ``overrides``) where it is an expression, e.g. of ``modality``."""
     from monai.bundle import ConfigParser
 
     parser = ConfigParser(ConfigParser.load_config_file(str(BUNDLE_CONFIGS / "inference.yaml")))
@@ -40,7 +34,7 @@ BRIDGE_RADIUS_MM = float(_inference_default("bridge_radius_mm"))
 #: how far apart inference.yaml compares slices for its slice continuity step (``slice_continuity_mm``)
 SLICE_CONTINUITY_MM = float(_inference_default("slice_continuity_mm"))
 #: ... and the fraction of a slice's piece that must overlap the mask nearer the liver's largest slice (MR's)
-SLICE_CONTINUITY = float(_inference_parsed("slice_continuity", modality="mr"))
+SLICE_CONTINUITY = float(_inference_default("slice_continuity", modality="mr"))
 #: ... and the largest fraction of a mask it may remove (more: the mask is left whole)
 SLICE_CONTINUITY_MAX_REMOVED = float(_inference_default("slice_continuity_max_removed"))
 #: the bundle's cap on the MR normalization's upper bound (``mr_tail_cap``), for the rows trained and tested with it

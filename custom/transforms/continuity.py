@@ -13,7 +13,7 @@ A mask that misses much of the liver in a few middle slices looks the same from 
 the pieces beyond that waist overlap it in part, and the walk would drop them with the liver they hold.
 The bowel below the tip was at most a quarter of the masks it was dropped from on CHAOS T2, while such a
 waist put 46 % of one mask beyond it, so when more than ``max_removed`` of the mask would go, the
-mask is left whole (and the log says so).
+mask is left whole (and the log says so; it also says how much of each mask it removes).
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ def keep_continuous_slices(
     """The voxels of the boolean 3D ``mask`` that survive the walk described in the module's docstring:
     slices along ``axis``, each 2D piece (8-connected) kept when at least ``min_overlap`` of it lies in
     the kept mask ``step`` slices nearer the largest slice (or in that slice, for those closer to it).
-    The largest slice is kept whole; so is the mask if more than ``max_removed`` of it would go (logged,
-    naming ``name``)."""
+    The largest slice is kept whole; so is the mask if more than ``max_removed`` of it would go (a
+    warning naming ``name``; what is removed is logged too)."""
     mask = np.asarray(mask, dtype=bool)
     if min_overlap <= 0 or not mask.any():
         return mask
@@ -73,6 +73,8 @@ def keep_continuous_slices(
             f"({max_removed:.0%}): the mask is left whole (a slice in its middle may miss part of the liver)"
         )
         return mask
+    if removed > 0:
+        logger.info(f"slice continuity: removed {removed:.1%} of the mask of {name}")
     return np.moveaxis(kept, 0, axis)
 
 
