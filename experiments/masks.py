@@ -21,7 +21,7 @@ from monai.transforms.utils import get_largest_connected_component_mask
 from scipy.ndimage import distance_transform_edt
 
 from custom.data import datalist_items, pseudo_label_path
-from custom.transforms import axial_axis_and_spacing, detach_thin_bridges, keep_continuous_slices
+from custom.transforms import axial_axis_and_spacing, axial_axis_and_step, detach_thin_bridges, keep_continuous_slices
 
 __all__ = ["bridge_radius_sweep", "mask_errors", "slice_continuity_sweep"]
 
@@ -88,9 +88,11 @@ def _member_file(item: dict, member: str | list[str]) -> str | None:
     return None
 
 
-def _swept(members: list, datalist: str, settings: list, mask_of, dataset_dir: str | None = None) -> dict:
-    """Dice per labelled MR item and setting of ``mask_of(probability, spacing, affine, setting)`` on
-    the members' averaged probabilities, and each fold scored at the setting best on the other folds'."""
+def _swept(members: list, datalist: str, settings: list, base_of, mask_of, dataset_dir: str | None = None) -> dict:
+    """Dice per labelled MR item and setting of ``mask_of(base, spacing, affine, setting, name)``, where
+    ``base = base_of(probability, spacing)`` is made once per item from the members' averaged
+    probabilities (the steps before the swept one), and each fold scored at the setting best on the
+    other folds'."""
     cases = []
     for item in datalist_items(datalist, dataset_dir, modality="mr", role="all", require_labels=True):
         files = [_member_file(item, m) for m in members]
@@ -104,10 +106,10 @@ def _swept(members: list, datalist: str, settings: list, mask_of, dataset_dir: s
             _grid_checked(img, f, label_img, item["label"])
             probs.append(np.asarray(img.dataobj, dtype=np.float32).reshape(*img.shape[:3], -1)[..., -1])
         spacing = [float(s) for s in nib.affines.voxel_sizes(label_img.affine)[:3]]
-        probability = np.mean(probs, axis=0)
+        base = base_of(np.mean(probs, axis=0), spacing)
         dice = {}
         for v in settings:
-            m = mask_of(probability, spacing, label_img.affine, v)
+            m = mask_of(base, spacing, label_img.affine, v, item["id"])
             dice[v] = float(2 * (m & liver).sum() / (m.sum() + liver.sum()))
         cases.append({"id": item["id"], "fold": int(item.get("fold", -1)), "dice": dice})
     if not cases:
@@ -136,10 +138,13 @@ def bridge_radius_sweep(members: list, datalist: str, radii: list[float], datase
         FileNotFoundError: no labelled MR item has a probability file in every member.
         ValueError: a file is not on its label's grid, or a label has no liver.
     """
-    def mask_of(probability, spacing, affine, radius):
-        return detach_thin_bridges(get_largest_connected_component_mask(probability > 0.5), radius, spacing)
+    def largest_component(probability, spacing):
+        return get_largest_connected_component_mask(probability > 0.5)
 
-    return _swept(members, datalist, [float(r) for r in radii], mask_of, dataset_dir)
+    def mask_of(mask, spacing, affine, radius, name):
+        return detach_thin_bridges(mask, radius, spacing)
+
+    return _swept(members, datalist, [float(r) for r in radii], largest_component, mask_of, dataset_dir)
 
 
 def slice_continuity_sweep(members: list, datalist: str, overlaps: list[float], radius_mm: float,
@@ -148,9 +153,11 @@ def slice_continuity_sweep(members: list, datalist: str, overlaps: list[float], 
     ``radius_mm``): :func:`custom.transforms.keep_continuous_slices` at each minimum overlap (0: none),
     slices ``distance_mm`` apart along the axial axis of each label's affine, a mask left whole where
     more than ``max_removed`` of it would go."""
-    def mask_of(probability, spacing, affine, overlap):
-        mask = detach_thin_bridges(get_largest_connected_component_mask(probability > 0.5), radius_mm, spacing)
-        axis, slice_mm = axial_axis_and_spacing(affine)
-        return keep_continuous_slices(mask, overlap, axis, max(1, int(round(distance_mm / slice_mm))), max_removed)
+    def bridges_cut(probability, spacing):
+        return detach_thin_bridges(get_largest_connected_component_mask(probability > 0.5), radius_mm, spacing)
 
-    return _swept(members, datalist, [float(v) for v in overlaps], mask_of, dataset_dir)
+    def mask_of(mask, spacing, affine, overlap, name):
+        axis, step = axial_axis_and_step(affine, distance_mm)
+        return keep_continuous_slices(mask, overlap, axis, step, max_removed, name)
+
+    return _swept(members, datalist, [float(v) for v in overlaps], bridges_cut, mask_of, dataset_dir)

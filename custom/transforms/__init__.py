@@ -36,7 +36,13 @@ from .intensity import (
     ScaleIntensityRangePercentilesCapped,
     ScaleIntensityRangePercentilesCappedd,
 )
-from .continuity import KeepContinuousSlices, KeepContinuousSlicesd, axial_axis_and_spacing, keep_continuous_slices
+from .continuity import (
+    KeepContinuousSlices,
+    KeepContinuousSlicesd,
+    axial_axis_and_spacing,
+    axial_axis_and_step,
+    keep_continuous_slices,
+)
 from .io import AtomicSaveImaged
 from .morphology import DetachThinBridges, DetachThinBridgesd, detach_thin_bridges
 from .labels import LiverLabeld
@@ -65,6 +71,7 @@ __all__ = [
     "ScaleIntensityRangePercentilesCapped",
     "ScaleIntensityRangePercentilesCappedd",
     "axial_axis_and_spacing",
+    "axial_axis_and_step",
     "bezier_curve",
     "detach_thin_bridges",
     "keep_continuous_slices",

@@ -34,7 +34,7 @@ from scipy.ndimage import label as label_components
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["KeepContinuousSlices", "KeepContinuousSlicesd", "axial_axis_and_spacing", "keep_continuous_slices"]
+__all__ = ["KeepContinuousSlices", "KeepContinuousSlicesd", "axial_axis_and_spacing", "axial_axis_and_step", "keep_continuous_slices"]
 
 
 def keep_continuous_slices(
@@ -85,6 +85,12 @@ def axial_axis_and_spacing(affine: np.ndarray) -> tuple[int, float]:
     return axis, float(np.linalg.norm(affine[:3, axis]))
 
 
+def axial_axis_and_step(affine: np.ndarray, distance_mm: float) -> tuple[int, int]:
+    """The axial axis, and the whole number of its slices (at least one) nearest ``distance_mm``."""
+    axis, spacing = axial_axis_and_spacing(affine)
+    return axis, max(1, int(round(distance_mm / spacing)))
+
+
 class KeepContinuousSlices(Transform):
     """Set to 0 the voxels of ``applied_labels`` that :func:`keep_continuous_slices` does not keep, in
     each channel of a channel-first 3D label image with an affine (a ``MetaTensor``), after
@@ -133,8 +139,7 @@ class KeepContinuousSlices(Transform):
         if img.ndim != 4:
             raise ValueError(f"KeepContinuousSlices: expected a channel-first 3D image, got shape {tuple(img.shape)}.")
         affine = affine.detach().cpu().numpy() if isinstance(affine, torch.Tensor) else np.asarray(affine)
-        axis, spacing = axial_axis_and_spacing(affine)
-        step = max(1, int(round(self.distance_mm / spacing)))
+        axis, step = axial_axis_and_step(affine, self.distance_mm)
         name = str(img.meta.get("filename_or_obj", "the image")) if isinstance(img, MetaTensor) else "the image"
         arr = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
         out = arr.copy()
