@@ -38,6 +38,14 @@ def tiny_checkpoint(path: Path, configs=(INFERENCE,), **overrides) -> Path:
     return path
 
 
+def cause(e: BaseException, kind: type) -> BaseException:
+    """The ``kind`` error of ``e``'s chain: MONAI's config parser wraps what an expression raises."""
+    while e is not None and not isinstance(e, kind):
+        e = e.__cause__ or e.__context__
+    assert e is not None, f"no {kind.__name__} in the chain"
+    return e
+
+
 #: DALACE's sizes for unit tests of the networks, losses and trainers
 TINY_NET = dict(base_channels=4, num_res_blocks=1, code_dim=8, mlp_channels=8, disc_channels=4, disc_layers=2)
 

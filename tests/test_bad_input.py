@@ -24,7 +24,7 @@ from custom.data import select_inputs
 from custom.handlers import AtomicCheckpointSaver, check_checkpoint
 from custom.handlers.input_check import InputCheck, InputError, require_writable_dir, resampled_voxels
 from custom.transforms import AtomicSaveImaged
-from tests.helpers import BUNDLE, CT, FAST, INFERENCE, MR, TINY, tiny_checkpoint
+from tests.helpers import BUNDLE, CT, FAST, INFERENCE, MR, TINY, cause, tiny_checkpoint
 
 NO_N4 = {"bias_correction": False, "largest_component": False}
 
@@ -57,14 +57,6 @@ def mr_array() -> np.ndarray:
 
 def first_line(e: BaseException) -> str:
     return str(e).splitlines()[0]
-
-
-def cause(e: BaseException, kind: type) -> BaseException:
-    """The ``kind`` error of ``e``'s chain: MONAI's config parser wraps what an expression raises."""
-    while e is not None and not isinstance(e, kind):
-        e = e.__cause__ or e.__context__
-    assert e is not None, f"no {kind.__name__} in the chain"
-    return e
 
 
 # ---------------------------------------------------------------------------- 1. writing results

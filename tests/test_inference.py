@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ import custom.transforms
 from custom.data import list_inputs
 from custom.inferers import native_bfloat16
 
-from tests.helpers import REPO, BUNDLE, INFERENCE, MR, MR_LABEL, CT, DICOM, HAS_N4, HAS_SKIMAGE, TINY, FAST, tiny_checkpoint
+from tests.helpers import REPO, BUNDLE, INFERENCE, MR, MR_LABEL, CT, DICOM, HAS_N4, HAS_SKIMAGE, TINY, FAST, cause, tiny_checkpoint
 
 
 def run_bundle(configs=(INFERENCE,), **overrides) -> ConfigWorkflow:
@@ -212,7 +213,7 @@ def test_modality_selects_normalization_and_checkpoint():
     names = [type(t).__name__ for t in parser.get_parsed_content("preprocessing").transforms]
     assert "ScaleIntensityRangePercentilesCappedd" in names and "ScaleIntensityRanged" not in names
     assert "N4BiasFieldCorrectiond" not in names
-    assert parser.get_parsed_content("ckpt_path").endswith("models/model.pt")
+    assert parser.get_parsed_content("ckpt_path").endswith("models/model_seed_ensemble.pt")  # the shipped default
     inferer = parser.get_parsed_content("augmented_inferer")  # MR: test-time augmentation around the slice inferer
     assert type(inferer).__name__ == "TestTimeAugmentationInferer" and inferer.inferer is parser.get_parsed_content("slice_inferer")
     assert inferer.slice_dim == 2 and inferer.gammas and inferer.zooms
@@ -336,21 +337,24 @@ def _student_of(teacher: Path, path: Path, seed: int = 1) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["self_ensemble", "seed_ensemble"])
+@pytest.mark.parametrize("kind", ["self_ensemble", "seed_ensemble", "default"])
 def test_dalace_ensembles_average_their_members(tmp_path, kind):
-    """self_ensemble.yaml (a teacher and its student) and seed_ensemble.yaml (here three trainings): the
-    written probabilities are the mean of the members' (both paths each), each run alone with its own
-    file; the members hold weights of their own (no module shared, which would load one member's weights
-    over another's)."""
+    """self_ensemble.yaml (a teacher and its student), seed_ensemble.yaml and inference.yaml's default
+    (here three trainings, the default with models_dir's model.pt as the first): the written probabilities
+    are the mean of the members' (both paths each), each run alone with its own file; the members hold
+    weights of their own (no module shared, which would load one member's weights over another's)."""
     first = tiny_checkpoint(tmp_path / "first.pt", extra_paths=["ct"], **FAST)
     others = [_student_of(first, tmp_path / f"other_{i}.pt", seed=i) for i in (1, 2)]
     if kind == "self_ensemble":
         names, files, configs, more = ("teacher", "student"), [first, others[0]], (INFERENCE, SELF_ENSEMBLE), {}
         command = ["self_ensemble", *map(str, files), str(tmp_path / "model_self_ensemble.pt")]
     else:
-        names, files, configs = ("seed_0", "seed_1", "seed_2"), [first, *others], (INFERENCE, SELF_ENSEMBLE, SEED_ENSEMBLE)
-        more = {"ensemble_members": list(names)}
+        names, files = ("seed_0", "seed_1", "seed_2"), [first, *others]
+        configs = (INFERENCE,) if kind == "default" else (INFERENCE, SELF_ENSEMBLE, SEED_ENSEMBLE)
+        more = {} if kind == "default" else {"ensemble_members": list(names)}
         command = ["seed_ensemble", *map(str, files), "--output", str(tmp_path / "model_seed_ensemble.pt")]
+        if kind == "default":
+            shutil.copy(first, tmp_path / "model.pt")  # as shipped: the ensemble holds models_dir's model.pt
     subprocess.run([sys.executable, "-m", "custom.networks", *command], check=True, cwd=REPO)
     common = dict(input=[{"image": str(MR)}], bias_correction=False, largest_component=False, save_probabilities=True,
                   extra_paths=["ct"], **FAST)
@@ -374,6 +378,68 @@ def test_self_ensemble_command_refuses_a_u_net_or_another_architecture(tmp_path)
                               cwd=REPO, capture_output=True, text=True)
         assert done.returncode != 0 and re.search(message, done.stderr), done.stderr[-500:]
     assert not (tmp_path / "out.pt").exists()
+
+
+def test_network_is_what_the_checkpoint_holds(tmp_path):
+    """inference.yaml's network: network_def for one training's file, an ensemble of it under the file's
+    member names (in the file's order, the first member network_def itself) for an ensemble of such
+    trainings; network_def again for a file of other members or none, which the checks then name."""
+    from custom.networks import ProbabilityEnsemble, ensemble_state, network_for_checkpoint
+
+    net = torch.nn.Conv2d(1, 2, 1)
+    single = tmp_path / "one.pt"
+    torch.save(net.state_dict(), single)
+    assert network_for_checkpoint(single, net) is net
+    names = ["seed_2", "seed_0", "seed_1"]
+    torch.save(ensemble_state({n: torch.nn.Conv2d(1, 2, 1).state_dict() for n in names}), tmp_path / "three.pt")
+    ensemble = network_for_checkpoint(tmp_path / "three.pt", net)
+    assert isinstance(ensemble, ProbabilityEnsemble) and list(ensemble.members) == names
+    assert ensemble.members["seed_2"] is net and ensemble.members["seed_0"] is not net
+    ensemble.load_state_dict(torch.load(tmp_path / "three.pt", weights_only=True), strict=True)
+    assert not torch.equal(ensemble.members["seed_0"].weight, ensemble.members["seed_1"].weight)  # no module shared
+    torch.save(ensemble_state({"dalace": net.state_dict(), "unet_ct": torch.nn.Sequential(net).state_dict()}), tmp_path / "mixed.pt")
+    assert network_for_checkpoint(tmp_path / "mixed.pt", net) is net
+    assert network_for_checkpoint(tmp_path / "missing.pt", net) is net
+    (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
+    assert network_for_checkpoint(tmp_path / "broken.pt", net) is net
+
+
+def test_default_chooses_the_ensemble_where_models_dir_holds_one(tmp_path):
+    """MR: models_dir's model_seed_ensemble.pt where there is one, else its model.pt (a training's
+    folder); CT: model_ct.pt either way."""
+    def ckpt_path(models_dir, modality="mr"):
+        parser = ConfigParser()
+        parser.read_config(INFERENCE)
+        parser.update({"bundle_root": str(BUNDLE), "models_dir": str(models_dir), "modality": modality})
+        return parser.get_parsed_content("ckpt_path")
+
+    assert ckpt_path(tmp_path) == str(tmp_path / "model.pt")
+    (tmp_path / "model_seed_ensemble.pt").write_bytes(b"")
+    assert ckpt_path(tmp_path) == str(tmp_path / "model_seed_ensemble.pt")
+    assert ckpt_path(tmp_path, "ct") == str(tmp_path / "model_ct.pt")
+
+
+def test_a_training_after_the_ensemble_stops_the_default_inference(tmp_path):
+    """models_dir holds an ensemble and a model.pt that is none of its members (a training wrote it
+    after the ensemble was made): the default inference stops before any case, naming both files and
+    both ways on, instead of segmenting with the ensemble and ignoring the training; --ckpt_path of the
+    new model.pt segments with it."""
+    first = tiny_checkpoint(tmp_path / "first.pt", extra_paths=["ct"], **FAST)
+    second = _student_of(first, tmp_path / "second.pt")
+    subprocess.run([sys.executable, "-m", "custom.networks", "seed_ensemble", str(first), str(second),
+                    "--output", str(tmp_path / "model_seed_ensemble.pt")], check=True, cwd=REPO)
+    _student_of(first, tmp_path / "model.pt", seed=7)  # the new training
+    common = dict(input=[{"image": str(MR)}], bias_correction=False, largest_component=False, **FAST)
+    workflow = ConfigWorkflow(config_file=[INFERENCE], workflow_type="infer", bundle_root=str(BUNDLE),
+                              models_dir=str(tmp_path), output_dir=str(tmp_path / "eval"), **common)
+    with pytest.raises(Exception) as info:
+        workflow.initialize()
+    message = str(cause(info.value, ValueError))
+    assert f"{str(tmp_path / 'model.pt')!r} is not a member of the ensemble {str(tmp_path / 'model_seed_ensemble.pt')!r}" in message
+    assert f"--ckpt_path {tmp_path / 'model.pt'}" in message and "python -m custom.networks seed_ensemble" in message
+    assert not (tmp_path / "eval").exists() or not any((tmp_path / "eval").glob("*_seg.nii.gz"))
+    run_bundle(models_dir=str(tmp_path), ckpt_path=str(tmp_path / "model.pt"), output_dir=str(tmp_path / "new"), **common)
+    assert (tmp_path / "new" / "totalseg_mr_sm_image_seg.nii.gz").is_file()
 
 
 def test_seed_ensemble_command_refuses_one_model_or_mixed_architectures(tmp_path):

@@ -12,6 +12,7 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader
 
+from custom.networks.ensemble import checkpoint_members
 from custom.utils import atomic_save
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "ResumeCheckpointLoader",
     "check_checkpoint",
     "latest_checkpoint",
+    "require_member",
 ]
 
 
@@ -43,6 +45,28 @@ def check_checkpoint(path: str | os.PathLike, what: str = "model checkpoint", ne
         _check_keys(path, what, set(state), set(expected))
         _check_shapes(path, what, state, expected)
     return str(path)
+
+
+def require_member(ensemble: str | os.PathLike, member: str | os.PathLike) -> str:
+    """``ensemble`` if it holds ``member``'s weights as one of its members, or if ``member`` is not a file;
+    else a ``ValueError`` naming both. The shipped ensemble holds ``models/model.pt`` (its ``seed_0``): a
+    training that has since written another ``model.pt`` there would be ignored by an inference that
+    segments with the ensemble, so it stops and says how to use the new model instead."""
+    if not os.path.isfile(member):
+        return str(ensemble)
+    state = torch.load(ensemble, map_location="cpu", weights_only=True)
+    own = torch.load(member, map_location="cpu", weights_only=True)
+    for name in checkpoint_members(state):
+        prefix = f"members.{name}."
+        weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        if weights.keys() == own.keys() and all(torch.equal(weights[k], v) for k, v in own.items()):
+            return str(ensemble)
+    raise ValueError(
+        f"{os.path.abspath(member)!r} is not a member of the ensemble {os.path.abspath(ensemble)!r} that inference "
+        f"would segment with: a training wrote it after the ensemble was made. Segment with the new model alone "
+        f"(--ckpt_path {member}), or make an ensemble of your trainings (python -m custom.networks seed_ensemble "
+        f"<model.pt of each> --output {ensemble})."
+    )
 
 
 def _check_shapes(path: str | os.PathLike, what: str, found: dict, expected: dict) -> None:

@@ -6,7 +6,7 @@ from .encoders import AnatomyEncoder, ModalityEncoder
 from .generator import StyleGenerator
 from .cyclegan import CycleGAN
 from .dalace import DALACE, MODALITIES
-from .ensemble import ProbabilityEnsemble, ensemble_state, log_mean_softmax
+from .ensemble import ProbabilityEnsemble, checkpoint_members, ensemble_state, log_mean_softmax, network_for_checkpoint
 from .inference import DomainAgnosticSegmenter, merge_paths
 from .translator import AnatomyTranslator, matching_generator
 
@@ -26,8 +26,10 @@ __all__ = [
     "ProbabilityEnsemble",
     "ResBlock",
     "StyleGenerator",
+    "checkpoint_members",
     "ensemble_state",
     "log_mean_softmax",
     "matching_generator",
     "merge_paths",
+    "network_for_checkpoint",
 ]

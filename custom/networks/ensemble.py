@@ -1,20 +1,23 @@
-"""Several segmentation networks as one: their class probabilities averaged (an inference option).
+"""Several segmentation networks as one: their class probabilities averaged.
 
-DALACE and the CT-only U-Net trained with the appearance augmentation both over-segment MR, but
-mostly in different volumes and voxels: averaged, they segment CHAOS T2 better than either
-(``docs/README.md``, Performance). ``configs/ensemble.yaml`` builds this module around inference.yaml's
-DALACE network and a U-Net; its weights are one state_dict (:func:`ensemble_state`).
+Trainings that differ only in their seed err on different MR volumes and voxels, and so do DALACE
+and the CT-only U-Net: averaged, they segment CHAOS T2 better than any one of them (``docs/README.md``,
+Performance). MR's default is three DALACE trainings (``models/model_seed_ensemble.pt``), built by
+:func:`network_for_checkpoint` from inference.yaml's one-training network; ``configs/ensemble.yaml``
+builds DALACE and a U-Net. The weights are one state_dict (:func:`ensemble_state`).
 """
 
 from __future__ import annotations
 
+import copy
+import os
 from collections.abc import Mapping
 from typing import List
 
 import torch
 from torch import nn
 
-__all__ = ["ProbabilityEnsemble", "ensemble_state", "log_mean_softmax"]
+__all__ = ["ProbabilityEnsemble", "checkpoint_members", "ensemble_state", "log_mean_softmax", "network_for_checkpoint"]
 
 
 def log_mean_softmax(logits: List[torch.Tensor]) -> torch.Tensor:  # noqa: UP006 (TorchScript)
@@ -55,3 +58,33 @@ class ProbabilityEnsemble(nn.Module):
 def ensemble_state(states: Mapping[str, Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """The state_dict of a :class:`ProbabilityEnsemble` from its members' (name -> state_dict)."""
     return {f"members.{name}.{k}": v for name, state in states.items() for k, v in state.items()}
+
+
+def checkpoint_members(state: Mapping[str, torch.Tensor]) -> list[str]:
+    """The member names of an ensemble's state_dict (``members.<name>.*``), in the file's order; [] for
+    one network's."""
+    names = [k.split(".")[1] for k in state if k.startswith("members.") and k.count(".") > 1]
+    return list(dict.fromkeys(names))
+
+
+def network_for_checkpoint(path: str | os.PathLike, network: nn.Module) -> nn.Module:
+    """The network whose weights ``path`` holds: ``network`` itself, or, where the file is an ensemble of
+    networks like it (``members.<name>.*`` each with ``network``'s keys), a :class:`ProbabilityEnsemble` of
+    ``network`` and copies of it under the file's names. So one inference config segments with one
+    training's ``model.pt`` or with several trainings' ensemble, whichever its ``ckpt_path`` names.
+
+    A file that is missing or does not load gives ``network`` back: the inference's checks that follow
+    (``require_file``, ``check_checkpoint``) name the file and its problem."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return network
+    if not isinstance(state, Mapping):
+        return network
+    names = checkpoint_members(state)
+    keys = set(network.state_dict())
+    if not names or set(state) == keys:
+        return network
+    if any({k[len(f"members.{n}.") :] for k in state if k.startswith(f"members.{n}.")} != keys for n in names):
+        return network  # members of another kind (ensemble.yaml's U-Net): check_checkpoint lists the keys
+    return ProbabilityEnsemble({n: network if i == 0 else copy.deepcopy(network) for i, n in enumerate(names)})
