@@ -124,7 +124,8 @@ def inference_cases(args, tmp: Path) -> list[dict]:
              "shipped_isotropic_no_tta": {"overrides": {"keep_slices": False, "test_time_augmentation": False}, "load_weights": True},
              "shipped_self_ensemble": {"overrides": {}, "configs": ["self_ensemble.yaml"], "load_weights": True},
              "shipped_seed_ensemble": {"overrides": {}, "configs": ["self_ensemble.yaml", "seed_ensemble.yaml"], "load_weights": True},
-             "shipped_model_pt": {"overrides": {"ckpt_path": str(BUNDLE / "models" / "model.pt")}, "load_weights": True}}
+             "shipped_model_pt": {"overrides": {"ckpt_path": str(BUNDLE / "models" / "model.pt")}, "load_weights": True},
+             "shipped_tta": {"overrides": {"test_time_augmentation": True}, "load_weights": True}}
     return [dict(name=f"{name} {size}", image=image, modality=modality, config=size, **sizes[size])
             for size in args.inference_configs for name, image, modality in volumes]
 
@@ -215,11 +216,12 @@ def parse_args(argv=None):
     p.add_argument("--inference-configs", nargs="*", default=["paper", "paper_keep_slices", "shipped", "shipped_one_path"],
                    help="inference sizes of the real cases: paper (paper.yaml on the isotropic grid, random weights: time "
                         "does not depend on them), paper_keep_slices (the same with thick slices kept, keep_slices), shipped "
-                        "(inference.yaml as it is: MR by the three trainings of models/model_seed_ensemble.pt, each through both paths, test-time "
-                        "augmentation on), shipped_model_pt (the same with models/model.pt alone) and shipped_one_path "
+                        "(inference.yaml as it is: MR by the three trainings of models/model_seed_ensemble.pt, each through both paths), "
+                        "shipped_tta (the same with test-time augmentation), shipped_model_pt (models/model.pt alone, with "
+                        "test-time augmentation, its default) and shipped_one_path "
                         "(the same sizes through MR's path alone, extra_paths [], random weights); shipped_ensemble "
                         "(ensemble.yaml: the shipped model and the CT-only U-Net, models/model_ensemble.pt); shipped_no_tta "
-                        "(shipped without test-time augmentation: one pass instead of five), shipped_isotropic and "
+                        "(shipped with test-time augmentation off: since 0.18.0 the default for the seed ensemble), shipped_isotropic and "
                         "shipped_isotropic_no_tta (the same two on the isotropic grid, keep_slices false), shipped_self_ensemble "
                         "(self_ensemble.yaml, models/model_self_ensemble.pt) and shipped_seed_ensemble (seed_ensemble.yaml, "
                         "models/model_seed_ensemble.pt: the default, its members named)")

@@ -214,6 +214,10 @@ def test_modality_selects_normalization_and_checkpoint():
     assert "ScaleIntensityRangePercentilesCappedd" in names and "ScaleIntensityRanged" not in names
     assert "N4BiasFieldCorrectiond" not in names
     assert parser.get_parsed_content("ckpt_path").endswith("models/model_seed_ensemble.pt")  # the shipped default
+    # the seed ensemble averages three trainings without test-time augmentation; one training gets it
+    assert type(parser.get_parsed_content("augmented_inferer")).__name__ == "SliceInferer"
+    parser["ckpt_path"] = str(BUNDLE / "models" / "model.pt")
+    parser.parse()
     inferer = parser.get_parsed_content("augmented_inferer")  # MR: test-time augmentation around the slice inferer
     assert type(inferer).__name__ == "TestTimeAugmentationInferer" and inferer.inferer is parser.get_parsed_content("slice_inferer")
     assert inferer.slice_dim == 2 and inferer.gammas and inferer.zooms
@@ -356,8 +360,9 @@ def test_dalace_ensembles_average_their_members(tmp_path, kind):
         if kind == "default":
             shutil.copy(first, tmp_path / "model.pt")  # as shipped: the ensemble holds models_dir's model.pt
     subprocess.run([sys.executable, "-m", "custom.networks", *command], check=True, cwd=REPO)
+    # test-time augmentation off for all (a member alone gets it by default, the seed ensemble does not)
     common = dict(input=[{"image": str(MR)}], bias_correction=False, largest_component=False, save_probabilities=True,
-                  extra_paths=["ct"], **FAST)
+                  extra_paths=["ct"], test_time_augmentation=False, **FAST)
     for name, ckpt in zip(names, files):
         run_bundle(output_dir=str(tmp_path / name), ckpt_path=str(ckpt), **common)
     run_bundle(configs, output_dir=str(tmp_path / "ensemble"), models_dir=str(tmp_path), **more, **common)
