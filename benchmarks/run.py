@@ -125,7 +125,7 @@ def inference_cases(args, tmp: Path) -> list[dict]:
              "shipped_self_ensemble": {"overrides": {}, "configs": ["self_ensemble.yaml"], "load_weights": True},
              "shipped_seed_ensemble": {"overrides": {}, "configs": ["self_ensemble.yaml", "seed_ensemble.yaml"], "load_weights": True},
              "shipped_model_pt": {"overrides": {"ckpt_path": str(BUNDLE / "models" / "model.pt")}, "load_weights": True},
-             "shipped_tta": {"overrides": {"test_time_augmentation": True}, "load_weights": True}}
+             "shipped_tta": {"overrides": {"test_time_augmentation_ensembles": True}, "load_weights": True}}
     return [dict(name=f"{name} {size}", image=image, modality=modality, config=size, **sizes[size])
             for size in args.inference_configs for name, image, modality in volumes]
 

@@ -106,6 +106,28 @@ class _Recorder(torch.nn.Module):
         return out
 
 
+def test_ensembles_get_the_plain_pass_unless_asked():
+    """ensembles=False: a ProbabilityEnsemble (several trainings, averaged already) gets one pass, the
+    slice inferer's own; a single network is still augmented by the same inferer; ensembles=True
+    augments both."""
+    from custom.networks import ProbabilityEnsemble
+
+    torch.manual_seed(0)
+    x = volume()
+    single, ensemble = tiny_unet().eval(), ProbabilityEnsemble({"a": tiny_unet(), "b": tiny_unet()}).eval()
+    skipping = inferers.TestTimeAugmentationInferer(slice_inferer(), ensembles=False)
+    augmenting = inferers.TestTimeAugmentationInferer(slice_inferer())
+    for network in (single, ensemble):
+        plain, augmented = probabilities(slice_inferer(), network, x), probabilities(augmenting, network, x)
+        assert (plain - augmented).abs().max() > 1e-4  # the variants change the probabilities
+        expected = plain if network is ensemble else augmented
+        torch.testing.assert_close(probabilities(skipping, network, x), expected)
+        # as inference.yaml wires it: autocast outside, handing the inferer a wrapper of the network
+        autocast = probabilities(inferers.AutocastInferer(skipping, "cpu"), network, x)
+        reference = inferers.AutocastInferer(slice_inferer() if network is ensemble else augmenting, "cpu")
+        torch.testing.assert_close(autocast, probabilities(reference, network, x))
+
+
 def test_autocast_runs_the_network_in_bfloat16_and_merges_in_float32():
     x = volume()
     network = _Recorder()

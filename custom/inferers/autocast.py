@@ -75,4 +75,6 @@ class AutocastInferer(Inferer):
                 out = network(x, *a, **k)
             return _to_float32(out)
 
+        autocast_network.__wrapped__ = network  # what it runs (inspect.unwrap), for inferers that ask
+
         return self.inferer(inputs, autocast_network, *args, **kwargs)

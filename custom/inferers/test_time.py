@@ -13,6 +13,7 @@ variants inside the evaluator's own inference call.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any, Callable
 
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from monai.data import MetaTensor
 from monai.inferers import Inferer
 
-from custom.networks.ensemble import log_mean_softmax
+from custom.networks.ensemble import ProbabilityEnsemble, log_mean_softmax
 
 __all__ = ["TestTimeAugmentationInferer", "gamma_on_range"]
 
@@ -56,6 +57,9 @@ class TestTimeAugmentationInferer(Inferer):
         value_range: the normalized intensity range the gammas keep in place.
         slice_dim: the spatial axis not zoomed (the 2D networks' slice axis: ``SliceInferer``'s
             ``spatial_dim``); ``None`` zooms every axis.
+        ensembles: augment a :class:`ProbabilityEnsemble` too; False gives one the plain pass alone (it
+            averages networks already), decided per call, so one config augments one training and not
+            several, whichever network it is handed (MONAI Label hands it ``network_def``).
     """
 
     def __init__(
@@ -65,9 +69,11 @@ class TestTimeAugmentationInferer(Inferer):
         zooms: Sequence[float] = (0.9, 1.1),
         value_range: Sequence[float] = (-1.0, 1.0),
         slice_dim: int | None = 2,
+        ensembles: bool = True,
     ) -> None:
         super().__init__()
         self.inferer = inferer
+        self.ensembles = bool(ensembles)
         self.gammas = _numbers("gammas", gammas)
         self.zooms = _numbers("zooms", zooms)
         bad = [g for g in self.gammas if not g > 0] + [z for z in self.zooms if not z > 0]
@@ -82,6 +88,8 @@ class TestTimeAugmentationInferer(Inferer):
         return tuple(1.0 if d == self.slice_dim else zoom for d in range(spatial_dims))
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> torch.Tensor:
+        if not self.ensembles and isinstance(inspect.unwrap(network), ProbabilityEnsemble):  # through AutocastInferer
+            return self.inferer(inputs, network, *args, **kwargs)
         image = inputs.as_tensor() if isinstance(inputs, MetaTensor) else inputs
         spatial = image.shape[2:]
         mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(spatial)]
