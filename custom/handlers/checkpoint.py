@@ -104,7 +104,7 @@ def _check_keys(path: str | os.PathLike, what: str, found: set[str], expected: s
             "custom.networks.merge_paths); one trained with both paths needs --extra_paths \"['ct']\"."
         )
     elif any(p.startswith("members.") for p in missing + unexpected):
-        names = sorted({k.split(".")[1] for k in found if k.startswith("members.")})
+        names = sorted(checkpoint_members(found))
         hint = f" The ensemble's members are not the file's: the file holds {names} (--ensemble_members names them)."
     raise ValueError(
         f"{what} {os.path.abspath(path)!r} is not a state_dict of this network_def: missing {missing or 'nothing'}, "

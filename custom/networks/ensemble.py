@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import List
 
 import torch
@@ -60,10 +60,10 @@ def ensemble_state(states: Mapping[str, Mapping[str, torch.Tensor]]) -> dict[str
     return {f"members.{name}.{k}": v for name, state in states.items() for k, v in state.items()}
 
 
-def checkpoint_members(state: Mapping[str, torch.Tensor]) -> list[str]:
-    """The member names of an ensemble's state_dict (``members.<name>.*``), in the file's order; [] for
-    one network's."""
-    names = [k.split(".")[1] for k in state if k.startswith("members.") and k.count(".") > 1]
+def checkpoint_members(keys: Iterable[str]) -> list[str]:
+    """The member names in an ensemble's state_dict keys (``members.<name>.*``), in the file's order; []
+    for one network's."""
+    names = [k.split(".")[1] for k in keys if k.startswith("members.") and k.count(".") > 1]
     return list(dict.fromkeys(names))
 
 
