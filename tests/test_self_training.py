@@ -8,6 +8,8 @@ import csv
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -20,7 +22,7 @@ from custom.data import pseudo_label_path, pseudo_labelled
 from custom.handlers import latest_checkpoint
 from custom.networks import ensemble_state
 
-from tests.helpers import BUNDLE, FAST, INFERENCE, MR, MR_LABEL, tiny_checkpoint
+from tests.helpers import BUNDLE, FAST, INFERENCE, MR, MR_LABEL, REPO, tiny_checkpoint
 
 TINY = str(Path(__file__).resolve().parent / "configs" / "tiny.yaml")
 TRAIN = str(BUNDLE / "configs" / "train.yaml")
@@ -47,6 +49,32 @@ def test_masks_of_dalace_and_a_u_net_together(tmp_path, monkeypatch):
     assert not (np.asarray(mask.dataobj).astype(bool) & ~liver).any()  # the largest component of the argmax
     record = json.loads((tmp_path / "masks" / "teacher.json").read_text())
     assert record["sha256"] == hashlib.sha256(both.read_bytes()).hexdigest()
+
+
+def test_masks_of_a_seed_ensemble(tmp_path, monkeypatch):
+    """A teacher of several trainings (the seed ensemble MR's default segments with, distilled into one
+    student): inference.yaml alone builds it from the file, and its masks come from the members'
+    probabilities averaged, recorded with the ensemble's checkpoint."""
+    monkeypatch.chdir(BUNDLE)
+    first = tiny_checkpoint(tmp_path / "model.pt", extra_paths=["ct"], **FAST)
+    torch.manual_seed(1)
+    state = torch.load(first, weights_only=True)
+    second = tmp_path / "second.pt"
+    torch.save({k: v + 0.2 * torch.randn_like(v) if v.is_floating_point() else v for k, v in state.items()}, second)
+    seeds = tmp_path / "model_seed_ensemble.pt"
+    subprocess.run([sys.executable, "-m", "custom.networks", "seed_ensemble", str(first), str(second), "--output", str(seeds)],
+                   check=True, cwd=REPO)
+    overrides = {**FAST, "bias_correction": False, "extra_paths": ["ct"], "test_time_augmentation": False, "save_probabilities": True}
+    prob = {}
+    for name, ckpt in (("first", first), ("second", second), ("ensemble", seeds)):
+        out = pseudo_labelled([{"image": str(MR)}], tmp_path / name, tmp_path, [INFERENCE], {**overrides, "ckpt_path": str(ckpt)})
+        prob[name] = nib.load(tmp_path / name / "totalseg_mr_sm_image_prob.nii.gz").get_fdata()
+    assert not np.allclose(prob["first"], prob["second"], atol=1e-3)
+    np.testing.assert_allclose(prob["ensemble"], (prob["first"] + prob["second"]) / 2, atol=1e-4)
+    mask = np.asarray(nib.load(out[0]["label"]).dataobj).astype(bool)
+    assert mask.any() and not (mask & ~(prob["ensemble"][..., 1] > prob["ensemble"][..., 0])).any()
+    record = json.loads((tmp_path / "ensemble" / "teacher.json").read_text())
+    assert record["sha256"] == hashlib.sha256(seeds.read_bytes()).hexdigest()
 
 
 def test_existing_masks_are_reused_without_running_the_teacher(tmp_path):
