@@ -382,6 +382,34 @@ def test_self_ensemble_command_refuses_a_u_net_or_another_architecture(tmp_path)
     assert not (tmp_path / "out.pt").exists()
 
 
+def test_network_def_refuses_a_file_that_is_not_its_own_even_unchecked():
+    """MONAI Label loads the models/*.pt a user picks into network_def with strict=False: inference.yaml's
+    network_def (and each copy an ensemble makes of it) refuses an ensemble's or CT's file, which would
+    leave weights at random, and takes its own, strict or not."""
+    import copy
+
+    from custom.networks import ensemble_state
+
+    def network_def(**overrides):
+        parser = ConfigParser()
+        parser.read_config(INFERENCE)
+        parser.update({"bundle_root": str(BUNDLE), **TINY, **overrides})
+        return parser.get_parsed_content("network_def")
+
+    both_paths, ct = network_def(extra_paths=["ct"]), network_def(modality="ct")
+    own = both_paths.state_dict()
+    both_paths.load_state_dict(own, strict=False)
+    copy.deepcopy(both_paths).load_state_dict(own)
+    seeds = ensemble_state({"seed_0": own, "seed_1": own, "seed_2": own})
+    for net in (both_paths, copy.deepcopy(both_paths)):
+        with pytest.raises(RuntimeError, match=r"an ensemble of 3 networks \(seed_0, seed_1, seed_2\).*choose model.pt"):
+            net.load_state_dict(seeds, strict=False)
+    with pytest.raises(RuntimeError, match=r"weights missing \(extra_paths.ct.anatomy_encoder"):
+        both_paths.load_state_dict(ct.state_dict(), strict=False)
+    with pytest.raises(RuntimeError, match=r"a state_dict with \d+ keys it does not have \(extra_paths.ct"):
+        ct.load_state_dict(own, strict=False)
+
+
 def test_network_is_what_the_checkpoint_holds(tmp_path):
     """inference.yaml's network: network_def for one training's file, an ensemble of it under the file's
     member names (in the file's order, the first member network_def itself) for an ensemble of such

@@ -162,10 +162,10 @@ def test_info_lists_the_bundle_with_label_liver(server):
     assert NAME in info["trainers"]
 
 
-def infer(server, model: str, out: Path) -> nib.Nifti1Image:
-    """``POST /infer/<model>`` on study mr_a; the returned mask, saved to ``out``."""
+def infer(server, model: str, out: Path, **params) -> nib.Nifti1Image:
+    """``POST /infer/<model>`` on study mr_a (with ``params``); the returned mask, saved to ``out``."""
     query = urllib.parse.urlencode({"image": "mr_a", "output": "image"})
-    form = urllib.parse.urlencode({"params": json.dumps({"device": "cpu"})}).encode()
+    form = urllib.parse.urlencode({"params": json.dumps({"device": "cpu", **params})}).encode()
     status, body = http("POST", f"{server['base']}/infer/{model}?{query}", data=form,
                         headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert status == 200, server["log"].read_text()[-3000:]
@@ -189,6 +189,22 @@ def test_shipped_bundle_segments_the_sample_liver(server, tmp_path):
     mask, truth = np.asarray(mask_img.dataobj) > 0, np.asarray(label_img.dataobj) > 0
     dice = 2 * (mask & truth).sum() / (mask.sum() + truth.sum())
     assert dice >= 0.45, f"Dice {dice:.3f}:\n{server['log'].read_text()[-3000:]}"
+
+
+def test_shipped_bundle_refuses_the_files_that_are_not_its_network(server, tmp_path):
+    """MONAI Label offers every ``models/*.pt`` as ``model_filename`` and loads the chosen file into
+    ``network_def`` without checking its keys (``strict=False``): the shipped ensembles and ``model_ct.pt``
+    would segment with weights left at random. The request fails instead, and the server's log says why."""
+    for name, problem in (("model_seed_ensemble.pt", "an ensemble of 3 networks"), ("model_ct.pt", "weights missing")):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            infer(server, SHIPPED, tmp_path / "mask.nii.gz", model_filename=name)
+        assert err.value.code == 500
+        deadline = time.monotonic() + 30  # the server writes the traceback after the response
+        while problem not in server["log"].read_text() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        log = server["log"].read_text()
+        assert problem in log and "choose model.pt (the model_filename option)" in log, log[-3000:]
+    assert infer(server, SHIPPED, tmp_path / "mask.nii.gz", model_filename="model.pt").shape == nib.load(MR).shape
 
 
 def test_train_rewrites_model_pt(server):

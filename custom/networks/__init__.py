@@ -8,6 +8,7 @@ from .cyclegan import CycleGAN
 from .dalace import DALACE, MODALITIES
 from .ensemble import ProbabilityEnsemble, checkpoint_members, ensemble_state, log_mean_softmax, network_for_checkpoint
 from .inference import DomainAgnosticSegmenter, merge_paths
+from .loading import refuse_partial_loads
 from .translator import AnatomyTranslator, matching_generator
 
 __all__ = [
@@ -32,4 +33,5 @@ __all__ = [
     "matching_generator",
     "merge_paths",
     "network_for_checkpoint",
+    "refuse_partial_loads",
 ]
