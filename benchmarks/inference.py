@@ -65,6 +65,8 @@ class BudgetedNetwork(torch.nn.Module):
     def __init__(self, net: torch.nn.Module, device, max_calls: int | None = None) -> None:
         super().__init__()
         self.net, self.device, self.max_calls = net, device, max_calls
+        # what it runs, for inferers that ask (inspect.unwrap: test-time augmentation skips ensembles)
+        object.__setattr__(self, "__wrapped__", net)
         self.calls: list[tuple[int, float]] = []  # (windows, seconds) of real calls
         self.skipped_windows = 0
         self._last: torch.Tensor | None = None

@@ -76,3 +76,26 @@ def test_scaling_and_goals(quick_run):
     assert any("CHAOS T2" in g for g in goals) and any("peak memory" in g for g in goals)
     assert any("linear" in g for g in goals) and any("memory not growing" in g for g in goals)
     assert all(isinstance(g["met"], bool) and math.isfinite(g["value"]) for g in results["goals"])
+
+
+def test_the_timed_network_gets_the_passes_the_network_itself_gets():
+    """The benchmark times the network through a wrapper (BudgetedNetwork): test-time augmentation must
+    still see an ensemble through it and give it one pass, as inference does, or the timed inference is
+    not the default's (it once timed MR's default ensemble with five passes)."""
+    from monai.inferers import SliceInferer
+
+    from benchmarks.inference import BudgetedNetwork
+    from custom import inferers
+    from custom.networks import ProbabilityEnsemble
+
+    torch.manual_seed(0)
+    x = torch.rand(1, 1, 32, 32, 3) * 2 - 1
+    base = SliceInferer(roi_size=(32, 32), spatial_dim=2, sw_batch_size=4)
+    inferer = inferers.AutocastInferer(inferers.TestTimeAugmentationInferer(base, gammas=(0.8, 1.25), zooms=(), ensembles=False), "cpu")
+    windows = {}
+    for name, net in (("single", torch.nn.Conv2d(1, 2, 1)), ("ensemble", ProbabilityEnsemble({"a": torch.nn.Conv2d(1, 2, 1)}))):
+        timed = BudgetedNetwork(net.eval(), "cpu")
+        with torch.no_grad():
+            inferer(x, timed)
+        windows[name] = sum(n for n, _ in timed.calls)
+    assert windows == {"single": 9, "ensemble": 3}  # 3 slices: plain and two gammas, or plain alone
