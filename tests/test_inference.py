@@ -472,12 +472,42 @@ def test_a_training_after_the_ensemble_stops_the_default_inference(tmp_path):
     assert (tmp_path / "new" / "totalseg_mr_sm_image_seg.nii.gz").is_file()
 
 
+@pytest.mark.slow
+def test_a_member_trained_at_another_spacing_segments_at_its_own(tmp_path):
+    """seed_ensemble --spacings stores the 2 mm member with its spacing; inference.yaml's network (3 mm
+    slices) runs it on slices resized to 2 mm (RescaledInput) beside the 3 mm member, and the ensemble's
+    probabilities are the mean of the two, the 2 mm member's computed here from its own weights."""
+    from custom.networks import ProbabilityEnsemble, RescaledInput
+
+    first = tiny_checkpoint(tmp_path / "first.pt", extra_paths=["ct"], **FAST)
+    finer = _student_of(first, tmp_path / "finer.pt")
+    subprocess.run([sys.executable, "-m", "custom.networks", "seed_ensemble", str(first), str(finer), "--spacings", "[4,2]",
+                    "--spacing", "4", "--output", str(tmp_path / "model_seed_ensemble.pt")], check=True, cwd=REPO)
+    state = torch.load(tmp_path / "model_seed_ensemble.pt", weights_only=True)
+    assert state["members.seed_1.trained_spacing"].tolist() == [2.0, 2.0] and "members.seed_0.segmenter.final_conv.bias" in state
+    common = dict(input=[{"image": str(MR)}], bias_correction=False, largest_component=False, save_probabilities=True,
+                  extra_paths=["ct"], test_time_augmentation=False, **FAST)
+    workflow = run_bundle(output_dir=str(tmp_path / "ensemble"), models_dir=str(tmp_path), **common)
+    network = workflow.parser.get_parsed_content("network")
+    assert isinstance(network, ProbabilityEnsemble) and isinstance(network.members["seed_1"], RescaledInput)
+    assert network.members["seed_1"].network is not network.members["seed_0"]
+    run_bundle(output_dir=str(tmp_path / "seed_0"), ckpt_path=str(first), **common)
+    # the 2 mm member alone: its network_def wrapped as the ensemble wraps it, with its weights
+    alone = tmp_path / "seed_1.pt"
+    torch.save(RescaledInput(torch.nn.Identity(), 2.0, 4.0).state_dict() | {f"network.{k}": v for k, v in torch.load(finer, weights_only=True).items()}, alone)
+    run_bundle(output_dir=str(tmp_path / "seed_1"), ckpt_path=str(alone),
+               network="$custom.networks.RescaledInput(@network_def, 2.0, @spacing).to(@device)", **common)
+    assert_mask_of_mean_probabilities(tmp_path, ("seed_0", "seed_1"))
+
+
 def test_seed_ensemble_command_refuses_one_model_or_mixed_architectures(tmp_path):
     first = tiny_checkpoint(tmp_path / "model.pt", extra_paths=["ct"])
     one_path = tiny_checkpoint(tmp_path / "one_path.pt", extra_paths=[])
     cases = (
         ([first], "needs two or more DALACE models, got 1"),
         ([first, first, one_path], "seed_0 model .*model.pt.* and seed_2 model .*one_path.pt.* are not one architecture"),
+        ([first, first, "--spacings", "[3,2,2]"], r"one positive spacing \(mm\) per model: 2 models, got \[3.0, 2.0, 2.0\]"),
+        ([first, first, "--spacings", "3"], r"one positive spacing \(mm\) per model: 2 models, got \[3.0\]"),
     )
     for models, message in cases:
         done = subprocess.run([sys.executable, "-m", "custom.networks", "seed_ensemble", *map(str, models), "--output", str(tmp_path / "out.pt")],

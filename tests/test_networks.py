@@ -189,3 +189,43 @@ def test_state_dict_keys_are_those_of_the_shipped_checkpoints(tiny_model):
     assert top(shipped_ct) == top(built)
     assert cyclegan.inference_network("mr") is cyclegan.segmenter
     assert cyclegan.inference_network("ct", task_driven=True) is cyclegan.segmenter
+
+
+class _SizeRecorder(torch.nn.Module):
+    """A 1x1 convolution that records the slice size it was given."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 2, 1)
+        self.sizes = []
+
+    def forward(self, x):
+        self.sizes.append(tuple(x.shape[-2:]))
+        return self.conv(x)
+
+
+def test_rescaled_input_runs_a_member_at_its_own_pixel_size():
+    """A member trained at 2 mm given 3 mm slices sees them resized to 2 mm pixels (96 -> 144) and answers on
+    the slice's pixels; at its own spacing it is the network itself; the state_dict names its spacing, and
+    a loaded trained_spacing is the one used."""
+    from custom.networks import RescaledInput
+
+    torch.manual_seed(0)
+    i, j = torch.meshgrid(torch.arange(96.0), torch.arange(96.0), indexing="ij")
+    x = torch.stack([torch.sin(i / 9) + torch.cos(j / 13), torch.cos(i / 11) * torch.sin(j / 7)])[:, None]  # smooth slices
+    inner = _SizeRecorder()
+    same = RescaledInput(inner, 3.0, [3.0, 3.0, 3.0])
+    assert torch.equal(same(x), inner.conv(x)) and inner.sizes == [(96, 96)]
+    finer = RescaledInput(inner, 2.0, [3.0, 3.0, 3.0])
+    out = finer(x)
+    assert out.shape == (2, 2, 96, 96) and inner.sizes[-1] == (144, 144)
+    # a 1x1 convolution commutes with resizing: on smooth slices, the same logits up to interpolation error
+    torch.testing.assert_close(out[..., 8:-8, 8:-8], inner.conv(x)[..., 8:-8, 8:-8], atol=0.05, rtol=0)
+    assert set(finer.state_dict()) == {"network.conv.weight", "network.conv.bias", "trained_spacing"}
+    state = finer.state_dict()
+    state["trained_spacing"] = torch.tensor([1.5, 1.5])
+    finer.load_state_dict(state)
+    finer(x)
+    assert inner.sizes[-1] == (192, 192)
+    with pytest.raises(ValueError, match="spacings must be positive"):
+        RescaledInput(inner, 0.0, 3.0)

@@ -9,6 +9,7 @@ from .dalace import DALACE, MODALITIES
 from .ensemble import ProbabilityEnsemble, checkpoint_members, ensemble_state, log_mean_softmax, network_for_checkpoint
 from .inference import DomainAgnosticSegmenter, merge_paths
 from .loading import refuse_partial_loads
+from .rescaled import RescaledInput
 from .translator import AnatomyTranslator, matching_generator
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "ModalityEncoder",
     "PairDiscriminator",
     "ProbabilityEnsemble",
+    "RescaledInput",
     "ResBlock",
     "StyleGenerator",
     "checkpoint_members",

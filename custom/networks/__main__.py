@@ -11,6 +11,8 @@ Commands::
     # models/model_seed_ensemble.pt for configs/seed_ensemble.yaml: the model.pt of DALACE trainings that
     # differ in their seed (or recipe), all with CT's path and one architecture
     python -m custom.networks seed_ensemble bundle/models/model.pt <seed 1 run>/models/model.pt --output bundle/models/model_seed_ensemble.pt
+    # ... with a training at 2 mm among them (the others at inference.yaml's 3 mm): its spacing recorded
+    python -m custom.networks seed_ensemble <3 mm model.pt> <3 mm model.pt> <2 mm model.pt> --spacings "[3,3,2]" --output <file>
 """
 
 from __future__ import annotations
@@ -66,12 +68,23 @@ def self_ensemble(teacher: str, student: str, output: str) -> str:
     return output
 
 
-def seed_ensemble(*models: str, output: str) -> str:
+def seed_ensemble(*models: str, output: str, spacings: list[float] | None = None, spacing: float = 3.0) -> str:
     """Write ``output``: the state_dict of configs/seed_ensemble.yaml's network, members ``seed_0``,
-    ``seed_1``, ... in the order given (two or more DALACE trainings of one architecture)."""
+    ``seed_1``, ... in the order given (two or more DALACE trainings of one architecture).
+
+    ``spacings``: the pixel spacing (mm) each model was trained at, in order; a model trained at another
+    spacing than the inference's (``spacing``, inference.yaml's) is stored with it (``network.*`` and
+    ``trained_spacing``), and inference.yaml runs it on slices resized to it (``RescaledInput``)."""
     if len(models) < 2:
         raise ValueError(f"seed_ensemble needs two or more DALACE models, got {len(models)}: {list(models)}.")
-    atomic_save(ensemble_state(_dalace_states({f"seed_{i}": m for i, m in enumerate(models)})), output)
+    spacings = [float(spacing)] * len(models) if spacings is None else [float(v) for v in (spacings if isinstance(spacings, (list, tuple)) else [spacings])]
+    if len(spacings) != len(models) or min(spacings) <= 0 or spacing <= 0:
+        raise ValueError(f"seed_ensemble: --spacings needs one positive spacing (mm) per model: {len(models)} models, got {spacings}.")
+    states = _dalace_states({f"seed_{i}": m for i, m in enumerate(models)})
+    for (name, state), trained in zip(list(states.items()), spacings):
+        if trained != float(spacing):
+            states[name] = {**{f"network.{k}": v for k, v in state.items()}, "trained_spacing": torch.tensor([trained, trained])}
+    atomic_save(ensemble_state(states), output)
     return output
 
 

@@ -2,7 +2,8 @@
 
 Trainings that differ only in their seed err on different MR volumes and voxels, and so do DALACE
 and the CT-only U-Net: averaged, they segment CHAOS T2 better than any one of them (``docs/README.md``,
-Performance). MR's default is three DALACE trainings (``models/model_seed_ensemble.pt``), built by
+Performance). MR's default is four DALACE trainings (``models/model_seed_ensemble.pt``; one trained at
+2 mm pixels, run through :class:`~custom.networks.RescaledInput`), built by
 :func:`network_for_checkpoint` from inference.yaml's one-training network; ``configs/ensemble.yaml``
 builds DALACE and a U-Net. The weights are one state_dict (:func:`ensemble_state`).
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import List
 
 import torch
@@ -67,14 +68,19 @@ def checkpoint_members(keys: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def network_for_checkpoint(path: str | os.PathLike, network: nn.Module) -> nn.Module:
+def network_for_checkpoint(path: str | os.PathLike, network: nn.Module, spacing: float | Sequence[float] | None = None) -> nn.Module:
     """The network whose weights ``path`` holds: ``network`` itself, or, where the file is an ensemble of
     networks like it (``members.<name>.*`` each with ``network``'s keys), a :class:`ProbabilityEnsemble` of
     ``network`` and copies of it under the file's names. So one inference config segments with one
     training's ``model.pt`` or with several trainings' ensemble, whichever its ``ckpt_path`` names.
+    A member trained at another pixel spacing (``members.<name>.network.*`` and ``.trained_spacing``,
+    as ``python -m custom.networks seed_ensemble --spacings`` writes it) becomes a
+    :class:`~custom.networks.RescaledInput` of its copy, given slices of ``spacing`` mm.
 
     A file that is missing or does not load gives ``network`` back: the inference's checks that follow
     (``require_file``, ``check_checkpoint``) name the file and its problem."""
+    from .rescaled import RescaledInput
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:
@@ -85,6 +91,15 @@ def network_for_checkpoint(path: str | os.PathLike, network: nn.Module) -> nn.Mo
     keys = set(network.state_dict())
     if not names or set(state) == keys:
         return network
-    if any({k[len(f"members.{n}.") :] for k in state if k.startswith(f"members.{n}.")} != keys for n in names):
-        return network  # members of another kind (ensemble.yaml's U-Net): check_checkpoint lists the keys
-    return ProbabilityEnsemble({n: network if i == 0 else copy.deepcopy(network) for i, n in enumerate(names)})
+    members: dict[str, nn.Module] = {}
+    for i, name in enumerate(names):
+        prefix = f"members.{name}."
+        own = {k[len(prefix) :] for k in state if k.startswith(prefix)}
+        copy_ = network if i == 0 else copy.deepcopy(network)
+        if own == keys:
+            members[name] = copy_
+        elif own == {f"network.{k}" for k in keys} | {"trained_spacing"} and spacing is not None:
+            members[name] = RescaledInput(copy_, state[f"{prefix}trained_spacing"].tolist(), spacing)
+        else:
+            return network  # members of another kind (ensemble.yaml's U-Net): check_checkpoint lists the keys
+    return ProbabilityEnsemble(members)
