@@ -195,7 +195,9 @@ def test_shipped_bundle_refuses_the_files_that_are_not_its_network(server, tmp_p
     """MONAI Label offers every ``models/*.pt`` as ``model_filename`` and loads the chosen file into
     ``network_def`` without checking its keys (``strict=False``): the shipped ensembles and ``model_ct.pt``
     would segment with weights left at random. The request fails instead, and the server's log says why."""
-    for name, problem in (("model_seed_ensemble.pt", "an ensemble of 3 networks"), ("model_ct.pt", "weights missing")):
+    members = list(dict.fromkeys(k.split(".")[1] for k in torch.load(BUNDLE / "models" / "model_seed_ensemble.pt", weights_only=True)))
+    ensemble = f"an ensemble of {len(members)} networks ({', '.join(members)})"
+    for name, problem in (("model_seed_ensemble.pt", ensemble), ("model_ct.pt", "weights missing")):
         with pytest.raises(urllib.error.HTTPError) as err:
             infer(server, SHIPPED, tmp_path / "mask.nii.gz", model_filename=name)
         assert err.value.code == 500
