@@ -95,11 +95,11 @@ def network_for_checkpoint(path: str | os.PathLike, network: nn.Module, spacing:
     for i, name in enumerate(names):
         prefix = f"members.{name}."
         own = {k[len(prefix) :] for k in state if k.startswith(prefix)}
-        copy_ = network if i == 0 else copy.deepcopy(network)
+        member = network if i == 0 else copy.deepcopy(network)
         if own == keys:
-            members[name] = copy_
+            members[name] = member
         elif own == {f"network.{k}" for k in keys} | {"trained_spacing"} and spacing is not None:
-            members[name] = RescaledInput(copy_, state[f"{prefix}trained_spacing"].tolist(), spacing)
+            members[name] = RescaledInput(member, state[f"{prefix}trained_spacing"].tolist(), spacing)
         else:
             return network  # members of another kind (ensemble.yaml's U-Net): check_checkpoint lists the keys
     return ProbabilityEnsemble(members)
