@@ -366,6 +366,21 @@ def test_dalace_ensembles_average_their_members(tmp_path, kind):
     assert_mask_of_mean_probabilities(tmp_path, names)
 
 
+def test_seed_ensemble_config_refuses_member_names_the_file_does_not_hold(tmp_path):
+    """seed_ensemble.yaml builds its network from the file; ensemble_members, when given, must be the
+    file's names in its order, or the inference stops naming both before any case (not read and ignored)."""
+    first = tiny_checkpoint(tmp_path / "first.pt", extra_paths=["ct"], **FAST)
+    others = [_student_of(first, tmp_path / f"other_{i}.pt", seed=i) for i in (1, 2)]
+    subprocess.run([sys.executable, "-m", "custom.networks", "seed_ensemble", str(first), *map(str, others),
+                    "--output", str(tmp_path / "model_seed_ensemble.pt")], check=True, cwd=REPO)
+    common = dict(input=[{"image": str(MR)}], bias_correction=False, extra_paths=["ct"], models_dir=str(tmp_path), **FAST)
+    with pytest.raises(Exception) as err:
+        run_bundle((INFERENCE, SELF_ENSEMBLE, SEED_ENSEMBLE), output_dir=str(tmp_path / "two"), ensemble_members=["seed_0", "seed_1"], **common)
+    message = str(cause(err.value, ValueError))
+    assert "holds the members ['seed_0', 'seed_1', 'seed_2'], not ['seed_0', 'seed_1']" in message and "model_seed_ensemble.pt" in message
+    assert not (tmp_path / "two").exists() or not list((tmp_path / "two").glob("*_seg.nii.gz"))
+
+
 def test_self_ensemble_command_refuses_a_u_net_or_another_architecture(tmp_path):
     teacher = tiny_checkpoint(tmp_path / "model.pt", extra_paths=["ct"])
     one_path = tiny_checkpoint(tmp_path / "one_path.pt", extra_paths=[])

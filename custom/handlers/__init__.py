@@ -1,6 +1,6 @@
 """Ignite/MONAI event handlers of the DALACE workflows (attached to trainers and evaluators by the configs)."""
 
-from .checkpoint import AtomicCheckpointSaver, ResumeCheckpointLoader, check_checkpoint, latest_checkpoint, require_member
+from .checkpoint import AtomicCheckpointSaver, ResumeCheckpointLoader, check_checkpoint, latest_checkpoint, require_member, require_members
 from .epoch_seed import EpochSeedHandler
 from .figures import ImageGridHandler, LossLogger, save_image_grid
 from .input_check import InputCheck, InputError, refuse_unused_terms, require_booleans, require_file, require_writable_dir
@@ -27,6 +27,7 @@ __all__ = [
     "require_booleans",
     "require_file",
     "require_member",
+    "require_members",
     "require_writable_dir",
     "save_image_grid",
 ]

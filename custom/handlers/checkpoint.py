@@ -21,6 +21,7 @@ __all__ = [
     "check_checkpoint",
     "latest_checkpoint",
     "require_member",
+    "require_members",
 ]
 
 
@@ -67,6 +68,21 @@ def require_member(ensemble: str | os.PathLike, member: str | os.PathLike) -> st
         f"(--ckpt_path {member}), or make an ensemble of your trainings (python -m custom.networks seed_ensemble "
         f"<model.pt of each> --output {ensemble})."
     )
+
+
+def require_members(path: str | os.PathLike, names: list[str] | None) -> str:
+    """``path`` if ``names`` is None or the ensemble in it holds exactly those members in that order; else a
+    ``ValueError`` naming the file, its members and the names given (seed_ensemble.yaml builds its network
+    from the file, so names it does not hold must not pass unread)."""
+    if names is None:
+        return str(path)
+    found = checkpoint_members(torch.load(path, map_location="cpu", weights_only=True))
+    if found != list(names):
+        raise ValueError(
+            f"ensemble {os.path.abspath(path)!r} holds the members {found}, not {list(names)} (ensemble_members): "
+            "leave ensemble_members unset to segment with the file's members, or name another file (ensemble_file)."
+        )
+    return str(path)
 
 
 def _check_shapes(path: str | os.PathLike, what: str, found: dict, expected: dict) -> None:

@@ -36,7 +36,8 @@ def refuse_partial_loads(network: nn.Module) -> nn.Module:
             parts += [f"{len(unexpected)} keys it does not have ({_examples(unexpected)})"] if unexpected else []
             given = "a state_dict with " + " and ".join(parts)
         raise RuntimeError(
-            f"{type(module).__name__} takes one training's models/model.pt, and was given {given}: it would "
+            f"{type(module).__name__} takes the weights of one training's network (models/model.pt for MR, "
+            f"model_ct.pt for CT), and was given {given}: it would "
             "segment with weights left at random. In MONAI Label, choose model.pt (the model_filename option); "
             "model_seed_ensemble.pt (MR) and model_ct.pt (CT) are for inference.yaml, which builds the network "
             "each file holds from its ckpt_path."
